@@ -66,11 +66,17 @@ class Settings(BaseSettings):
     batch_size: int = Field(8, ge=1, le=256, description="Frames per inference batch.")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads (0: the task's cores).")
     cameras_config: Path | None = Field(None, description="YAML with per-camera ROI and thresholds.")
+    models_dir: Path | None = Field(
+        None, description="Folder of shipped model files (default: the checkout's 4_model_training/models)."
+    )
     shard_cache_bytes: int = Field(2 << 30, ge=1 << 20, description="Local LMDB shard cache bound.")
 
     # Spark and streaming
     spark_master: str = Field("local[2]", description="Spark master URL.")
     spark_driver_memory: str = Field("2g", description="Spark driver memory.")
+    spark_jars_dir: Path | None = Field(
+        None, description="Spark Kafka connector jars for spark.jars (default: <home>/stack/spark-jars)."
+    )
     checkpoint_uri: str = Field("", description="Streaming checkpoint root (default: <home>/checkpoints).")
     max_offsets_per_trigger: int = Field(512, ge=1, description="Kafka offsets per micro-batch.")
     trigger_seconds: float = Field(2.0, ge=0.0, description="Micro-batch trigger interval.")

@@ -1,0 +1,92 @@
+"""``ipsp stack ...``: fetch, start, check and stop the single-machine stack."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import typer
+
+stack_app = typer.Typer(
+    help="The single-machine stack of real services (Kafka, FerretDB, S3Proxy) on loopback.",
+    no_args_is_help=True,
+)
+
+
+def _say(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[cyan]stack[/]: {message}")
+
+
+def _print_table(settings_status: object, pids: dict[str, int | None]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ipsp.localstack.stack import StackStatus
+
+    assert isinstance(settings_status, StackStatus)
+    table = Table("service", "address", "up", "pid")
+    rows = [
+        ("kafka", settings_status.kafka_bootstrap, settings_status.kafka_up, pids.get("kafka")),
+        ("mongodb (FerretDB)", settings_status.mongo_uri, settings_status.mongo_up, pids.get("ferretdb")),
+        ("s3 (S3Proxy)", settings_status.s3_endpoint, settings_status.s3_up, pids.get("s3proxy")),
+    ]
+    for name, address, is_up, pid in rows:
+        table.add_row(name, address, "[green]yes[/]" if is_up else "[red]no[/]", str(pid or "-"))
+    Console().print(table)
+
+
+@stack_app.command()
+def fetch() -> None:
+    """Fetch jars (Maven Central) and build FerretDB (Go) where missing; reuse the rest."""
+    from ipsp.localstack.stack import fetch_missing
+
+    started = time.monotonic()
+    done = fetch_missing(say=_say)
+    if done:
+        _say(f"fetched {', '.join(done)} in {time.monotonic() - started:.0f} s")
+    else:
+        _say("everything already fetched")
+
+
+@stack_app.command()
+def up() -> None:
+    """Start Kafka, FerretDB and S3Proxy (fetching what is missing); wait until each answers."""
+    from ipsp.localstack import stack
+
+    started = time.monotonic()
+    result = stack.up(say=_say)
+    _print_table(result, stack.pids())
+    _say(f'up in {time.monotonic() - started:.1f} s; `eval "$(ipsp stack env)"` points a shell at it')
+
+
+@stack_app.command()
+def down() -> None:
+    """Stop the services `up` started (and nothing else)."""
+    from ipsp.localstack import stack
+
+    stopped = stack.down(say=_say)
+    _say("stopped " + ", ".join(stopped) if stopped else "nothing was running")
+
+
+@stack_app.command()
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (addresses, keys, up)."),
+) -> None:
+    """Health-check each service and show its address."""
+    from ipsp.localstack import stack
+
+    result = stack.status()
+    if as_json:
+        typer.echo(json.dumps(result.as_dict()))
+    else:
+        _print_table(result, stack.pids())
+
+
+@stack_app.command()
+def env() -> None:
+    """Print `export IPSP_...` lines: `eval "$(ipsp stack env)"` points a shell at the stack."""
+    from ipsp.localstack.stack import shell_exports
+
+    typer.echo(shell_exports())

@@ -1,0 +1,58 @@
+"""The SparkSession helper's configuration (no JVM is started here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from ipsp.config import Settings
+from ipsp.errors import UserError
+from ipsp.sparkutil import connector_jars, jars_dir, spark_conf
+
+
+def test_conf_for_a_small_local_machine(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, spark_master="local[2]", spark_driver_memory="1g")
+    jars = [tmp_path / "a.jar", tmp_path / "b.jar"]
+
+    conf = spark_conf("job", settings, jars)
+
+    assert conf["spark.master"] == "local[2]"
+    assert conf["spark.driver.memory"] == "1g"
+    assert conf["spark.jars"] == f"{jars[0]},{jars[1]}"
+    assert conf["spark.pyspark.python"] == sys.executable
+    assert conf["spark.sql.shuffle.partitions"] == "4"
+    assert conf["spark.python.worker.reuse"] == "true"
+    assert conf["spark.sql.execution.arrow.pyspark.enabled"] == "true"
+    assert conf["spark.ui.enabled"] == "true" and int(conf["spark.port.maxRetries"]) >= 16
+
+
+def test_caller_conf_wins_and_booleans_are_spark_style(tmp_path: Path) -> None:
+    conf = spark_conf(
+        "job", Settings(home=tmp_path), [], **{"spark.sql.shuffle.partitions": 2, "spark.ui.enabled": False}
+    )
+
+    assert conf["spark.sql.shuffle.partitions"] == "2"
+    assert conf["spark.ui.enabled"] == "false"
+    assert "spark.jars" not in conf
+
+
+def test_jars_dir_defaults_under_the_stack_and_can_be_set(tmp_path: Path) -> None:
+    assert jars_dir(Settings(home=tmp_path)) == tmp_path / "stack" / "spark-jars"
+    assert jars_dir(Settings(home=tmp_path, spark_jars_dir=tmp_path / "j")) == tmp_path / "j"
+
+
+def test_connector_jars_found_or_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "jars"
+    folder.mkdir()
+    settings = Settings(home=tmp_path, spark_jars_dir=folder)
+
+    with pytest.raises(UserError, match=r"run `ipsp stack fetch`"):
+        connector_jars(settings)
+    for name in ["spark-sql-kafka-0-10_2.13-4.2.0.jar", "kafka-clients-3.9.2.jar"]:
+        (folder / name).write_bytes(b"")
+    assert [p.name for p in connector_jars(settings)] == [
+        "kafka-clients-3.9.2.jar",
+        "spark-sql-kafka-0-10_2.13-4.2.0.jar",
+    ]
