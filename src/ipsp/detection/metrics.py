@@ -1,0 +1,265 @@
+"""Traffic metrics of one frame: counts per traffic class, density and status.
+
+- Model classes map to traffic classes by name (COCO ``motorcycle`` -> ``motorbike``,
+  ``car``, ``bus``, ``truck``; ``bicycle`` and ``person`` are counted apart and not in
+  ``total``). A model trained on the traffic classes maps onto itself.
+- ``density_percent`` = area of vehicle boxes inside the camera's region of interest
+  / ROI area, clipped to 0..100 (overlapping boxes add up, hence the clip).
+- ``traffic_status`` comes from per-camera density thresholds (and optional vehicle
+  count thresholds): ``Free`` below ``normal``, ``Congested`` from ``congested`` on.
+
+Per-camera settings live in a YAML file (``IPSP_CAMERAS_CONFIG``)::
+
+    defaults:
+      thresholds: {normal: 15, congested: 35}
+    class_map: {van: car}            # extra model-class -> traffic-class names
+    cameras:
+      cam_01:
+        roi: [[0, 300], [1280, 300], [1280, 720], [0, 720]]   # pixels (or roi_units: fraction)
+        thresholds: {normal: 10, congested: 30, congested_vehicles: 40}
+
+Without a file every camera uses the whole frame and the default thresholds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ipsp.contracts import OTHER_CLASSES, VEHICLE_CLASSES, Counts, TrafficStatus
+from ipsp.detection.types import Detections
+from ipsp.errors import UserError
+
+#: model class name (lower case) -> traffic class; names not listed are not counted
+DEFAULT_CLASS_MAP: dict[str, str] = {
+    "motorbike": "motorbike",
+    "motorcycle": "motorbike",
+    "motor": "motorbike",
+    "scooter": "motorbike",
+    "car": "car",
+    "bus": "bus",
+    "truck": "truck",
+    "bicycle": "bicycle",
+    "bike": "bicycle",
+    "person": "person",
+    "pedestrian": "person",
+}
+TRAFFIC_CLASSES: tuple[str, ...] = (*VEHICLE_CLASSES, *OTHER_CLASSES)
+
+
+class Thresholds(BaseModel):
+    """Status thresholds: density percent (and optionally vehicle counts) where a status starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    normal: float = Field(15.0, ge=0.0, le=100.0, description="density % from which traffic is Normal")
+    congested: float = Field(35.0, ge=0.0, le=100.0, description="density % from which it is Congested")
+    normal_vehicles: int | None = Field(None, ge=0, description="vehicle count from which it is Normal")
+    congested_vehicles: int | None = Field(None, ge=0, description="vehicle count from which it is Congested")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if self.congested < self.normal:
+            raise ValueError(f"congested ({self.congested}) must be >= normal ({self.normal})")
+        low, high = self.normal_vehicles, self.congested_vehicles
+        if low is not None and high is not None and high < low:
+            raise ValueError(f"congested_vehicles ({high}) must be >= normal_vehicles ({low})")
+        return self
+
+
+class CameraConfig(BaseModel):
+    """One camera's region of interest and thresholds (``None``: inherit the defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    roi: list[tuple[float, float]] | None = Field(None, description="polygon vertices; None = whole frame")
+    roi_units: Literal["pixels", "fraction"] = "pixels"
+    thresholds: Thresholds | None = None
+
+    @field_validator("roi")
+    @classmethod
+    def _polygon(cls, value: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        if value is not None and len(value) < 3:
+            raise ValueError("a region of interest needs at least 3 vertices")
+        return value
+
+
+class CamerasConfig(BaseModel):
+    """All cameras' settings: defaults, per-camera overrides, extra class names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    defaults: CameraConfig = Field(default_factory=CameraConfig)
+    cameras: dict[str, CameraConfig] = Field(default_factory=dict)
+    class_map: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("class_map")
+    @classmethod
+    def _known_targets(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(set(value.values()) - set(TRAFFIC_CLASSES))
+        if bad:
+            raise ValueError(f"class_map targets {bad} are not traffic classes {list(TRAFFIC_CLASSES)}")
+        return {k.lower(): v for k, v in value.items()}
+
+    def camera(self, camera_id: str) -> tuple[list[tuple[float, float]] | None, str, Thresholds]:
+        """ROI polygon, its units and thresholds for one camera, defaults filled in."""
+        own = self.cameras.get(camera_id, CameraConfig())
+        roi = own.roi if own.roi is not None else self.defaults.roi
+        units = own.roi_units if own.roi is not None else self.defaults.roi_units
+        thresholds = own.thresholds or self.defaults.thresholds or Thresholds()
+        return roi, units, thresholds
+
+    def full_class_map(self) -> dict[str, str]:
+        """Default mapping with this config's additions on top."""
+        return {**DEFAULT_CLASS_MAP, **self.class_map}
+
+
+class TrafficSummary(NamedTuple):
+    """What one frame contributes to the traffic picture."""
+
+    counts: Counts
+    density_percent: float
+    status: TrafficStatus
+
+
+def load_cameras_config(path: Path | str | None) -> CamerasConfig:
+    """Read the per-camera YAML (``None``: whole frame and default thresholds everywhere)."""
+    if path is None or str(path) == "":
+        return CamerasConfig()
+    import yaml
+
+    file = Path(path)
+    try:
+        raw = yaml.safe_load(file.read_text()) or {}
+    except OSError as exc:
+        raise UserError(f"cameras config {file}: cannot read ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"cameras config {file}: not valid YAML{where} ({problem})") from exc
+    try:
+        return CamerasConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"cameras config {file}: {where}: {first['msg']}") from exc
+
+
+def traffic_classes(det: Detections, class_map: Mapping[str, str] = DEFAULT_CLASS_MAP) -> list[str | None]:
+    """Traffic class of each detection (``None`` for classes that are not traffic)."""
+    return [class_map.get(name.lower()) for name in det.class_names]
+
+
+def count_traffic(det: Detections, class_map: Mapping[str, str] = DEFAULT_CLASS_MAP) -> Counts:
+    """Objects per traffic class in one frame; ``total`` counts vehicles only."""
+    per_class = dict.fromkeys(TRAFFIC_CLASSES, 0)
+    for cls in traffic_classes(det, class_map):
+        if cls is not None:
+            per_class[cls] += 1
+    return Counts.of(per_class)
+
+
+def polygon_mask(points: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pixels whose centre lies inside the polygon (even-odd rule), as a ``(height, width)`` uint8 mask.
+
+    Vertices are continuous coordinates (pixel ``i`` spans ``[i, i + 1)``), so a
+    rectangle from 0 to 100 covers exactly 100 pixels; OpenCV's ``fillPoly`` also
+    paints the boundary pixels, which would inflate small regions.
+    """
+    mask = np.zeros((height, width), np.uint8)
+    x0, y0 = points[:, 0], points[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    for row in range(height):
+        yc = row + 0.5
+        crossing = ((y0 <= yc) & (y1 > yc)) | ((y1 <= yc) & (y0 > yc))
+        if not crossing.any():
+            continue
+        a0, b0, a1, b1 = x0[crossing], y0[crossing], x1[crossing], y1[crossing]
+        xs = np.sort(a0 + (yc - b0) * (a1 - a0) / (b1 - b0))
+        for left, right in zip(xs[0::2], xs[1::2], strict=False):
+            # pixel i is inside when its centre i + 0.5 lies in [left, right)
+            start, stop = max(int(np.ceil(left - 0.5)), 0), min(int(np.ceil(right - 0.5)), width)
+            mask[row, start:stop] = 1
+    return mask
+
+
+@lru_cache(maxsize=64)
+def _roi_integral(roi: tuple[tuple[float, float], ...], units: str, width: int, height: int) -> tuple[np.ndarray, int]:
+    """Summed-area table of the ROI mask (so each box's inside area is four lookups) and ROI area."""
+    pts = np.asarray(roi, np.float64)
+    if units == "fraction":
+        pts = pts * np.array([width, height])
+    mask = polygon_mask(pts, width, height)
+    integral = np.zeros((height + 1, width + 1), np.int64)
+    integral[1:, 1:] = mask.cumsum(0, dtype=np.int64).cumsum(1)
+    return integral, int(integral[-1, -1])
+
+
+def density_percent(
+    det: Detections,
+    roi: list[tuple[float, float]] | None = None,
+    units: str = "pixels",
+    class_map: Mapping[str, str] = DEFAULT_CLASS_MAP,
+) -> float:
+    """Vehicle box area inside the ROI / ROI area, as a percentage clipped to 0..100."""
+    width, height = det.image_size
+    vehicles = np.array([c in VEHICLE_CLASSES for c in traffic_classes(det, class_map)], bool)
+    if width <= 0 or height <= 0 or not vehicles.any():
+        return 0.0
+    boxes = det.xyxy[vehicles]
+    if roi is None:
+        wh = (boxes[:, 2:] - boxes[:, :2]).clip(min=0)
+        inside = float((wh[:, 0] * wh[:, 1]).sum())
+        area = float(width * height)
+    else:
+        integral, roi_area = _roi_integral(tuple(map(tuple, roi)), units, width, height)  # type: ignore[arg-type]
+        if roi_area == 0:
+            return 0.0
+        x1 = np.floor(boxes[:, 0]).clip(0, width).astype(np.int64)
+        y1 = np.floor(boxes[:, 1]).clip(0, height).astype(np.int64)
+        x2 = np.ceil(boxes[:, 2]).clip(0, width).astype(np.int64)
+        y2 = np.ceil(boxes[:, 3]).clip(0, height).astype(np.int64)
+        inside = float((integral[y2, x2] - integral[y1, x2] - integral[y2, x1] + integral[y1, x1]).sum())
+        area = float(roi_area)
+    return float(min(max(100.0 * inside / area, 0.0), 100.0))
+
+
+def traffic_status(density: float, vehicles: int, thresholds: Thresholds) -> TrafficStatus:
+    """``Free`` / ``Normal`` / ``Congested`` from density and (optional) vehicle-count thresholds."""
+    congested = density >= thresholds.congested or (
+        thresholds.congested_vehicles is not None and vehicles >= thresholds.congested_vehicles
+    )
+    if congested:
+        return "Congested"
+    normal = density >= thresholds.normal or (
+        thresholds.normal_vehicles is not None and vehicles >= thresholds.normal_vehicles
+    )
+    return "Normal" if normal else "Free"
+
+
+def traffic_summary(
+    det: Detections,
+    camera_id: str,
+    width: int | None = None,
+    height: int | None = None,
+    cameras_cfg: CamerasConfig | None = None,
+) -> TrafficSummary:
+    """Counts, density and status of one frame for one camera (the streaming job calls this).
+
+    ``width``/``height`` default to the frame size the detections carry; pass them
+    to override (they must describe the frame the boxes are in).
+    """
+    cfg = cameras_cfg or CamerasConfig()
+    if width is not None and height is not None and (width, height) != det.image_size:
+        det = Detections(det.xyxy, det.confidence, det.class_id, det.names, (int(width), int(height)))
+    class_map = cfg.full_class_map()
+    roi, units, thresholds = cfg.camera(camera_id)
+    counts = count_traffic(det, class_map)
+    density = round(density_percent(det, roi, units, class_map), 3)
+    return TrafficSummary(counts, density, traffic_status(density, counts.total, thresholds))
