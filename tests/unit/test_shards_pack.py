@@ -1,0 +1,66 @@
+"""The packer's driver-side logic: locations, name parsing into rejects, duplicate removal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ipsp.contracts import Reject
+from ipsp.errors import UserError
+from ipsp.preprocessing.pack import (
+    InputFile,
+    _check_locations,
+    _drop_duplicates,
+    _parse_names,
+    normalize_uri,
+)
+from ipsp.preprocessing.shards import PlannedFrame
+from ipsp.preprocessing.validate import DEFAULT_NAME_PATTERN, compile_pattern
+
+
+def test_normalize_uri(tmp_path: Path) -> None:
+    assert normalize_uri(str(tmp_path)) == tmp_path.resolve().as_uri()
+    assert normalize_uri(tmp_path.as_uri() + "/") == tmp_path.resolve().as_uri()
+    assert normalize_uri("s3://ipsp/datasets/demo/") == "s3://ipsp/datasets/demo"
+    for bad in ("s3:///nobucket", "http://host/x"):
+        with pytest.raises(UserError):
+            normalize_uri(bad)
+
+
+def test_target_inside_the_input_is_refused(tmp_path: Path) -> None:
+    src = tmp_path.as_uri()
+    with pytest.raises(UserError, match="inside the input"):
+        _check_locations(src, (tmp_path / "out").as_uri())
+    with pytest.raises(UserError):
+        _check_locations("s3://b/in", "s3://b/in/out")
+    _check_locations(src, (tmp_path.parent / "elsewhere").as_uri())
+    _check_locations("s3://b/in", "s3://b/input-packed")
+
+
+def test_names_that_do_not_parse_and_taken_keys_become_rejects() -> None:
+    files = [InputFile(n, 10) for n in ("a/cam_01_00001.jpg", "b/cam_01_00001.png", "readme.txt", "cam_02_7.jpg")]
+    rejects: list[Reject] = []
+    named = _parse_names(files, compile_pattern(DEFAULT_NAME_PATTERN), rejects)
+    assert [(f.rel, n.record_key) for f, n in named] == [
+        ("a/cam_01_00001.jpg", "cam_01_00001"),
+        ("cam_02_7.jpg", "cam_02_7"),
+    ]
+    assert [(r.file, r.reason) for r in rejects] == [
+        ("b/cam_01_00001.png", "duplicate_key"),
+        ("readme.txt", "bad_name"),
+    ]
+
+
+def test_duplicates_keep_the_first_in_camera_and_frame_order() -> None:
+    def frame(camera: str, index: int, sha: str) -> PlannedFrame:
+        key = f"{camera}_{index:05d}"
+        return PlannedFrame(key, camera, index, f"{key}.jpg", 10, sha * 64)
+
+    frames = [frame("cam_02", 1, "a"), frame("cam_01", 9, "a"), frame("cam_01", 3, "b"), frame("cam_01", 4, "c")]
+    rejects: list[Reject] = []
+    kept = _drop_duplicates(frames, rejects)
+    assert [f.record_key for f in kept] == ["cam_01_00003", "cam_01_00004", "cam_01_00009"]
+    assert [(r.file, r.reason, r.duplicate_of) for r in rejects] == [
+        ("cam_02_00001.jpg", "duplicate", "cam_01_00009.jpg")
+    ]
