@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     # serving
     api_token: SecretStr = Field(SecretStr(""), description="Bearer token for the API (empty: no auth).")
     api_cors_origins: str = Field("", description="Comma-separated CORS origins (empty: closed).")
+    api_cache_seconds: float = Field(5.0, ge=0.0, le=300.0, description="API: window reads shared this long (0: off).")
 
     # local stack ports (loopback only)
     stack_kafka_port: int = Field(9092, description="Local Kafka broker port.")

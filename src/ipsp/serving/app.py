@@ -1,0 +1,366 @@
+"""The read-only traffic API: a FastAPI app over the MongoDB collections of the pipeline.
+
+Read-only by construction: only GET routes are registered and no code path in
+this package writes to MongoDB. Answers are flat JSON arrays of typed rows (see
+``models``) so Grafana's Infinity datasource reads them as tables. Bad input is a
+4xx with one clear line; MongoDB being down is a 503 on every route.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pymongo import MongoClient
+from pymongo.database import Database
+from pymongo.errors import ConnectionFailure
+
+from ipsp import __version__
+from ipsp.config import Settings, get_settings
+from ipsp.contracts import DEAD_LETTER_STAGES
+from ipsp.serving import queries
+from ipsp.serving.metrics import ApiMetrics
+from ipsp.serving.models import (
+    BatchRow,
+    CameraClassMix,
+    CameraStatus,
+    ClassShare,
+    DeadLetterRow,
+    ErrorBody,
+    FrameRow,
+    Health,
+    HeatCell,
+    PipelineHealth,
+    StageCount,
+    Summary,
+    WindowRow,
+)
+from ipsp.serving.params import BadParameter, TimeRange, parse_cameras, parse_duration, parse_range
+
+log = logging.getLogger(__name__)
+
+FROM_HELP = "Range start: epoch milliseconds (Grafana ${__from}) or RFC 3339 with a zone. Default: to - 24h."
+TO_HELP = "Range end (exclusive): epoch milliseconds (Grafana ${__to}) or RFC 3339 with a zone. Default: now."
+CAMERA_HELP = "Camera ids, repeated or comma-separated (Grafana ${camera:csv}); none = all cameras."
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Bad parameter (time range, bucket, too many rows)"},
+    401: {"model": ErrorBody, "description": "Missing or wrong bearer token (when auth is on)"},
+    404: {"model": ErrorBody, "description": "Unknown camera"},
+    422: {"model": ErrorBody, "description": "Malformed parameter"},
+    503: {"model": ErrorBody, "description": "MongoDB unavailable"},
+}
+
+
+@dataclass
+class ServingState:
+    """What the routes share: the database handle, the camera cache and the metrics."""
+
+    db: Database[dict[str, Any]]
+    cameras: queries.CameraDirectory
+    windows: queries.WindowCache
+    metrics: ApiMetrics
+
+
+def create_app(
+    settings: Settings | None = None,
+    client: MongoClient[dict[str, Any]] | None = None,
+    camera_ttl_s: float = 10.0,
+) -> FastAPI:
+    """Build the API for ``settings`` (default: the process settings), over ``client`` if given."""
+    settings = settings or get_settings()
+    owns_client = client is None
+    mongo = client if client is not None else queries.connect(settings)
+    state = ServingState(
+        mongo[settings.mongo_db],
+        queries.CameraDirectory(camera_ttl_s),
+        queries.WindowCache(settings.api_cache_seconds),
+        ApiMetrics(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_client:
+            mongo.close()
+
+    app = FastAPI(
+        title="IPSP traffic API",
+        version=__version__,
+        description=(
+            "Read-only view of the traffic pipeline's MongoDB collections, shaped for Grafana's "
+            "Infinity datasource: the routes panels read answer flat JSON arrays of rows with RFC 3339 times."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.serving = state
+    _add_error_handlers(app)
+    app.middleware("http")(state.metrics.middleware)
+    origins = [origin.strip() for origin in settings.api_cors_origins.split(",") if origin.strip()]
+    if origins:  # closed by default: no CORS headers at all unless origins are configured
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET"], allow_headers=["Authorization"]
+        )
+    _add_ops_routes(app, state)
+    app.include_router(_api_router(state, settings.api_token.get_secret_value()))
+    return app
+
+
+# --- errors --------------------------------------------------------------------------
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def bad_parameter(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    async def unknown_camera(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc.args[0]) if exc.args else str(exc)}, status_code=404)
+
+    async def mongo_down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("MongoDB unavailable: %s", exc)
+        return JSONResponse({"detail": f"MongoDB is unavailable: {_first_line(exc)}"}, status_code=503)
+
+    async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return JSONResponse({"detail": validation_message(exc)}, status_code=422)
+
+    app.add_exception_handler(BadParameter, bad_parameter)
+    app.add_exception_handler(queries.UnknownCamera, unknown_camera)
+    app.add_exception_handler(ConnectionFailure, mongo_down)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """FastAPI's list of validation errors as one readable line."""
+    parts = []
+    for error in exc.errors():
+        location = [str(item) for item in error.get("loc", ()) if item not in ("query", "path", "body")]
+        where = f"parameter '{'.'.join(location)}'" if location else "request"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+# --- operational routes --------------------------------------------------------------
+
+
+def _add_ops_routes(app: FastAPI, state: ServingState) -> None:
+    @app.get("/healthz", response_model=Health, tags=["ops"], responses={503: {"model": Health}})
+    def healthz() -> Any:
+        """Ping MongoDB: 200 when it answers, 503 when it does not."""
+        try:
+            state.db.command("ping")
+        except ConnectionFailure as exc:
+            state.metrics.mongo_up.set(0)
+            body = Health(status="unavailable", mongo="down", detail=f"MongoDB is unavailable: {_first_line(exc)}")
+            return JSONResponse(body.model_dump(), status_code=503)
+        state.metrics.mongo_up.set(1)
+        return Health(status="ok", mongo="up")
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus text exposition of the API's metrics."""
+        return state.metrics.render()
+
+
+# --- data routes ---------------------------------------------------------------------
+
+
+def _auth_dependency(token: str) -> Any:
+    bearer = HTTPBearer(auto_error=False, description="Set when the API runs with IPSP_API_TOKEN.")
+
+    def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if not token:
+            return
+        given = credentials.credentials if credentials is not None else ""
+        if not secrets.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(
+                status_code=401,
+                detail="missing or wrong bearer token (send 'Authorization: Bearer <IPSP_API_TOKEN>')",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return check
+
+
+def _range(from_: str | None, to: str | None) -> TimeRange:
+    return parse_range(from_, to)
+
+
+def _api_router(state: ServingState, token: str) -> APIRouter:
+    router = APIRouter(prefix="/api", dependencies=[Depends(_auth_dependency(token))], responses=ERRORS)
+    db = state.db
+
+    @router.get("/cameras", response_model=list[CameraStatus], tags=["cameras"])
+    def cameras(camera: list[str] = Query([], description=CAMERA_HELP)) -> Any:
+        """Cameras (all, or those named) with frame counts and the status of their latest window."""
+        names = state.cameras.require(db, parse_cameras(camera))
+        frames = state.cameras.frames_per_camera(db)
+        return queries.camera_statuses(db, {name: frames.get(name, 0) for name in names})
+
+    @router.get("/cameras/{camera_id}", response_model=CameraStatus, tags=["cameras"])
+    def camera(camera_id: str) -> Any:
+        """One camera's status (its latest window); 404 for an unknown camera."""
+        name = _one_camera(state, camera_id)
+        frames = state.cameras.frames_per_camera(db)
+        rows = queries.camera_statuses(db, {name: frames.get(name, 0)})
+        if not rows:
+            raise queries.UnknownCamera(f"camera {name} has frames but no window yet; try again in a minute")
+        return rows[0]
+
+    @router.get("/cameras/{camera_id}/frames", response_model=list[FrameRow], tags=["cameras"])
+    def frames(
+        response: Response,
+        camera_id: str,
+        from_: str | None = Query(None, alias="from", description=FROM_HELP),
+        to: str | None = Query(None, description=TO_HELP),
+        limit: int = Query(100, ge=1, le=queries.MAX_PAGE_SIZE, description="Page size."),
+        offset: int = Query(0, ge=0, le=queries.MAX_OFFSET, description="Rows to skip (X-Next-Offset)."),
+        order: str = Query("asc", pattern="^(asc|desc)$", description="Event-time order."),
+        include_detections: bool = Query(False, description="Add each frame's detections."),
+    ) -> Any:
+        """A page of one camera's frames in the range; header X-Next-Offset when more follow."""
+        span = _range(from_, to)
+        name = _one_camera(state, camera_id)
+        rows, more = queries.frames_page(db, name, span, limit, offset, order == "desc", include_detections)
+        if more:
+            response.headers["X-Next-Offset"] = str(offset + limit)
+        return rows
+
+    @router.get("/cameras/{camera_id}/windows", response_model=list[WindowRow], tags=["windows"])
+    def camera_windows(
+        camera_id: str,
+        from_: str | None = Query(None, alias="from", description=FROM_HELP),
+        to: str | None = Query(None, description=TO_HELP),
+    ) -> Any:
+        """One camera's windows in the range with counts per class."""
+        span = _range(from_, to)
+        names = [_one_camera(state, camera_id)]
+        return [queries.window_row(doc) for doc in state.windows.get(db, names, span)]
+
+    @router.get("/windows", response_model=list[WindowRow], tags=["windows"])
+    def windows(
+        from_: str | None = Query(None, alias="from", description=FROM_HELP),
+        to: str | None = Query(None, description=TO_HELP),
+        camera: list[str] = Query([], description=CAMERA_HELP),
+    ) -> Any:
+        """Windows of the cameras in the range (one row per camera and window), counts per class."""
+        span = _range(from_, to)
+        names = _cameras(state, camera)
+        return [queries.window_row(doc) for doc in state.windows.get(db, names, span)]
+
+    @router.get("/heatmap", response_model=list[HeatCell], tags=["windows"])
+    def heatmap(
+        from_: str | None = Query(None, alias="from", description=FROM_HELP),
+        to: str | None = Query(None, description=TO_HELP),
+        camera: list[str] = Query([], description=CAMERA_HELP),
+        bucket: str = Query("5m", description="Bucket width: 30s, 5m, 1h ... (Grafana ${__interval})."),
+    ) -> Any:
+        """Density heatmap: one row per camera and time bucket that holds windows."""
+        span = _range(from_, to)
+        width = parse_duration(bucket)
+        queries.check_buckets(span, width)
+        names = _cameras(state, camera)
+        return queries.heat_cells(state.windows.get(db, names, span), width)
+
+    @router.get("/class-mix", response_model=list[ClassShare], tags=["windows"])
+    def class_mix(
+        from_: str | None = Query(None, alias="from", description=FROM_HELP),
+        to: str | None = Query(None, description=TO_HELP),
+        camera: list[str] = Query([], description=CAMERA_HELP),
+    ) -> Any:
+        """Objects per traffic class over the range, with shares (every class listed)."""
+        span = _range(from_, to)
+        names = _cameras(state, camera)
+        return queries.class_mix_of(state.windows.get(db, names, span))
+
+    @router.get("/class-mix/cameras", response_model=list[CameraClassMix], tags=["windows"])
+    def class_mix_cameras(
+        from_: str | None = Query(None, alias="from", description=FROM_HELP),
+        to: str | None = Query(None, description=TO_HELP),
+        camera: list[str] = Query([], description=CAMERA_HELP),
+    ) -> Any:
+        """Objects per traffic class for each camera over the range."""
+        span = _range(from_, to)
+        names = _cameras(state, camera)
+        return queries.class_mix_by_camera_of(state.windows.get(db, names, span))
+
+    @router.get("/pipeline/health", response_model=list[PipelineHealth], tags=["pipeline"])
+    def pipeline_health(
+        from_: str | None = Query(None, alias="from", description=FROM_HELP),
+        to: str | None = Query(None, description=TO_HELP),
+    ) -> Any:
+        """Streaming job over the range: batches, rows, throughput, latency, dead letters (one row)."""
+        return [queries.pipeline_health(db, _range(from_, to))]
+
+    @router.get("/pipeline/batches", response_model=list[BatchRow], tags=["pipeline"])
+    def pipeline_batches(
+        from_: str | None = Query(None, alias="from", description=FROM_HELP),
+        to: str | None = Query(None, description=TO_HELP),
+        limit: int = Query(500, ge=1, le=queries.MAX_LIST_ROWS, description="Latest batches to return."),
+    ) -> Any:
+        """The latest micro-batches that finished in the range (oldest first): rates and latency."""
+        return queries.batches(db, _range(from_, to), limit)
+
+    @router.get("/dead-letters", response_model=list[DeadLetterRow], tags=["pipeline"])
+    def dead_letters(
+        from_: str | None = Query(None, alias="from", description=FROM_HELP),
+        to: str | None = Query(None, description=TO_HELP),
+        limit: int = Query(100, ge=1, le=queries.MAX_LIST_ROWS, description="Latest dead letters to return."),
+        stage: list[str] = Query([], description="Only these stages (repeated or comma-separated)."),
+    ) -> Any:
+        """The latest dead letters created in the range, newest first."""
+        span = _range(from_, to)
+        return queries.dead_letters(db, span, limit, _stages(stage))
+
+    @router.get("/dead-letters/stages", response_model=list[StageCount], tags=["pipeline"])
+    def dead_letter_stages(
+        from_: str | None = Query(None, alias="from", description=FROM_HELP),
+        to: str | None = Query(None, description=TO_HELP),
+    ) -> Any:
+        """Dead letters per pipeline stage over the range (every stage listed)."""
+        return queries.dead_letters_by_stage(db, _range(from_, to))
+
+    @router.get("/summary", response_model=Summary, tags=["ops"])
+    def summary() -> Any:
+        """What the database holds: frames and cameras in windows, time extent, other collections."""
+        return queries.summary(db, state.cameras.frames_per_camera(db))
+
+    return router
+
+
+def _cameras(state: ServingState, values: list[str]) -> list[str]:
+    """Named cameras, checked; an empty list (all cameras) stays empty so the query has no camera filter."""
+    names = parse_cameras(values)
+    if names:
+        state.cameras.require(state.db, names)
+    return names
+
+
+def _one_camera(state: ServingState, camera_id: str) -> str:
+    names = parse_cameras([camera_id])
+    if len(names) != 1:
+        raise BadParameter(f"camera {camera_id!r} must name exactly one camera")
+    state.cameras.require(state.db, names)
+    return names[0]
+
+
+def _stages(values: list[str]) -> list[str]:
+    stages = [part.strip() for raw in values for part in raw.strip("{}").split(",") if part.strip()]
+    unknown = sorted(set(stages) - set(DEAD_LETTER_STAGES))
+    if unknown:
+        raise BadParameter(f"unknown stage(s): {', '.join(unknown)}; stages: {', '.join(DEAD_LETTER_STAGES)}")
+    return stages
