@@ -515,7 +515,9 @@ def _run_jobs(
         for job in jobs:
             yield _render_chunk(job)
         return
-    context = multiprocessing.get_context("spawn" if os.name != "posix" else "fork")
+    # never plain fork: a parent that already runs threads (ONNX Runtime, OpenCV, a Spark
+    # gateway) can hand a held lock to the child, which then waits forever
+    context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
     with context.Pool(workers, initializer=_init_worker, initargs=(str(out), spec, sources)) as pool:
         yield from pool.imap(_render_chunk, jobs)
 
