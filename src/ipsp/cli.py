@@ -11,7 +11,15 @@ import sys
 
 import typer
 
+from ipsp import demo as demo_cli
+from ipsp.detection import cli as detection_cli
 from ipsp.errors import UserError
+from ipsp.localstack.cli import stack_app
+from ipsp.preprocessing import cli as preprocessing_cli
+from ipsp.producer import cli as producer_cli
+from ipsp.serving import cli as serving_cli
+from ipsp.streaming import cli as streaming_cli
+from ipsp.training import cli as training_cli
 
 app = typer.Typer(
     name="ipsp",
@@ -21,31 +29,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# --- subcommand registration (one line each) ---
+# in pipeline order, so `ipsp --help` reads like the data flow
+app.command("demo")(demo_cli.demo)
+app.add_typer(stack_app, name="stack")
+app.command("synth")(preprocessing_cli.synth)
+app.command("pack")(preprocessing_cli.pack)
+app.command("produce")(producer_cli.produce)
+app.command("stream")(streaming_cli.stream)
+detection_cli.register(app)
+training_cli.register(app)
+app.command("serve")(serving_cli.serve)
+app.command("report")(serving_cli.report)
 
 
 def main() -> None:
     """Console entry point: run the app, turning UserError into a one-line message."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
+        # standalone mode: click prints usage errors itself and exits with their code
+        app()
     except UserError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.secho("interrupted", err=True)
-        sys.exit(130)
-    except typer.Abort:
-        sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

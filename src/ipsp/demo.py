@@ -1,0 +1,256 @@
+"""``ipsp demo``: the main job end to end on the local stack, in one command.
+
+Steps, each the same ``ipsp`` subcommand a user would run by hand (printed as it
+starts, so the path can be replayed step by step):
+
+1. ``ipsp stack up``: local Kafka, FerretDB and S3 server (fetched on first use);
+2. ``ipsp synth``: a synthetic feed (skipped with ``--images DIR``);
+3. ``ipsp pack``: LMDB shards + manifest on the local S3 server
+   (``s3://ipsp/datasets/demo-...``; re-packing the same input is verified and skipped);
+4. ``ipsp produce``: the manifest into a fresh Kafka topic, as fast as possible;
+5. ``ipsp stream --available-now``: Spark Structured Streaming until drained;
+6. a per-camera summary read back from MongoDB, the HTML report (``ipsp report``)
+   and where to look next.
+
+Re-running is harmless: frames are upserted by ``record_key`` with the same fixed
+event clock, so a second run rewrites the same documents and windows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ipsp.errors import UserError
+
+#: the demo's fixed event clock: a re-run lands in the same windows
+EVENT_START = "2026-01-01T08:00:00Z"
+DEFAULT_FRAMES = 600
+DEFAULT_CAMERAS = 20
+VEHICLES = ("motorbike", "car", "bus", "truck")
+
+
+@dataclass
+class CameraRow:
+    """One camera's line of the summary table."""
+
+    camera_id: str
+    frames: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*VEHICLES, "person", "total"), 0))
+    density_sum: float = 0.0
+    status: str = "-"
+    dead_letters: int = 0
+
+    @property
+    def density_mean(self) -> float:
+        """Mean density percent over the camera's frames."""
+        return self.density_sum / self.frames if self.frames else 0.0
+
+
+@dataclass
+class DemoRun:
+    """Names of one demo run."""
+
+    dataset: str
+    dataset_uri: str
+    topic: str
+    replay_id: str
+    source: Path
+
+
+def child_env() -> dict[str, str]:
+    """Environment of the steps: ours, minus pandas' noisy FutureWarning in Spark's Python workers."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+    return env
+
+
+def step(title: str, *args: str, capture: bool = False) -> str:
+    """Run one ``ipsp`` subcommand, echoing it; a failure stops the demo with the step named."""
+    typer.secho(f"\n==> {title}: ipsp {shlex.join(args)}", fg=typer.colors.CYAN, bold=True)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "ipsp.cli", *args],
+        env=child_env(),
+        stdout=subprocess.PIPE if capture else None,
+        text=True,
+    )
+    if capture and proc.stdout:
+        typer.echo(proc.stdout.rstrip())
+    if proc.returncode != 0:
+        raise UserError(f"demo step '{title}' failed (exit {proc.returncode}); its message is above")
+    typer.secho(f"    done in {time.monotonic() - started:.0f} s", dim=True)
+    return proc.stdout or ""
+
+
+def dataset_name(images: Path | None, frames: int, cameras: int) -> str:
+    """A stable dataset name: the same input packs to the same place (so a re-run verifies, not re-packs)."""
+    if images is None:
+        return f"demo-synth-{frames}f-{cameras}c"
+    slug = re.sub(r"[^a-z0-9]+", "-", images.name.lower()).strip("-")[:32] or "images"
+    digest = hashlib.sha256(str(images.resolve()).encode()).hexdigest()[:8]
+    return f"demo-{slug}-{digest}"
+
+
+def plan_run(images: Path | None, frames: int, cameras: int, home: Path) -> DemoRun:
+    """Names and paths of this run (a fresh topic and replay id each time)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = dataset_name(images, frames, cameras)
+    source = images.resolve() if images is not None else home / "demo" / name
+    return DemoRun(
+        dataset=name,
+        dataset_uri=f"s3://ipsp/datasets/{name}",
+        topic=f"{name}-{stamp}".lower(),
+        replay_id=f"demo-{stamp}",
+        source=source,
+    )
+
+
+def summarize(settings: Any, run: DemoRun) -> tuple[list[CameraRow], dict[str, int]]:
+    """Per-camera rows for this run's replay, and the database's collection sizes."""
+    from pymongo import MongoClient
+
+    client: Any = MongoClient(settings.mongo_uri.get_secret_value(), tz_aware=True, serverSelectionTimeoutMS=5000)
+    try:
+        db = client[settings.mongo_db]
+        rows: dict[str, CameraRow] = {}
+        fields = {"camera_id": 1, "counts": 1, "density_percent": 1}
+        for doc in db.analysis_results.find({"replay_id": run.replay_id}, fields):
+            row = rows.setdefault(doc["camera_id"], CameraRow(doc["camera_id"]))
+            row.frames += 1
+            row.density_sum += float(doc["density_percent"])
+            for key in row.counts:
+                row.counts[key] += int(doc["counts"].get(key, 0))
+        for doc in db.dead_letters.find({"kafka.topic": run.topic}, {"camera_id": 1}):
+            camera = doc.get("camera_id") or "(unknown)"
+            rows.setdefault(camera, CameraRow(camera)).dead_letters += 1
+        for row in rows.values():
+            latest = list(
+                db.traffic_windows.find({"camera_id": row.camera_id}, {"traffic_status": 1})
+                .sort("window_start", -1)
+                .limit(1)
+            )
+            row.status = latest[0]["traffic_status"] if latest else "-"
+        sizes = {name: db[name].count_documents({}) for name in sorted(db.list_collection_names())}
+    finally:
+        client.close()
+    return sorted(rows.values(), key=lambda r: r.camera_id), sizes
+
+
+def print_table(rows: list[CameraRow]) -> None:
+    """The per-camera summary as a table on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Per-camera summary (this run)", title_justify="left")
+    for name in ("camera", "frames", *VEHICLES, "vehicles", "person", "mean density %", "status", "dead letters"):
+        table.add_column(name, justify="left" if name in ("camera", "status") else "right")
+    total = CameraRow("all")
+    for row in rows:
+        table.add_row(
+            row.camera_id, str(row.frames), *(str(row.counts[c]) for c in VEHICLES), str(row.counts["total"]),
+            str(row.counts["person"]), f"{row.density_mean:.1f}", row.status, str(row.dead_letters),
+        )  # fmt: skip
+        total.frames += row.frames
+        total.density_sum += row.density_sum
+        total.dead_letters += row.dead_letters
+        for key in total.counts:
+            total.counts[key] += row.counts[key]
+    table.add_section()
+    table.add_row(
+        "all", str(total.frames), *(str(total.counts[c]) for c in VEHICLES), str(total.counts["total"]),
+        str(total.counts["person"]), f"{total.density_mean:.1f}", "", str(total.dead_letters),
+    )  # fmt: skip
+    console = Console()
+    if not console.is_terminal:  # piped or logged: do not squeeze the table to 80 columns
+        console = Console(width=200)
+    console.print(table)
+
+
+def run_demo(frames: int, cameras: int, images: Path | None, report: bool) -> None:
+    """The whole demo; see the module docstring."""
+    from ipsp.config import get_settings, load_settings
+    from ipsp.localstack import stack
+
+    started = time.monotonic()
+    if images is not None and not images.is_dir():
+        raise UserError(f"--images {images}: not a folder")
+    settings = load_settings()
+    typer.secho("==> local stack: ipsp stack up", fg=typer.colors.CYAN, bold=True)
+    status = stack.up(settings, say=lambda msg: typer.echo(f"    {msg}"))
+    get_settings.cache_clear()
+    settings = load_settings()  # picks up the stack's generated settings (credentials)
+    typer.echo(f"    Kafka {status.kafka_bootstrap}, MongoDB {status.mongo_uri}, S3 {status.s3_endpoint}")
+
+    run = plan_run(images, frames, cameras, Path(settings.home))
+    if images is None:
+        step("synthesize a feed", "synth", str(run.source), "--frames", str(frames), "--cameras", str(cameras))
+    step("pack into LMDB shards on S3", "pack", str(run.source), "--to", run.dataset_uri)
+    step(
+        "produce to a fresh topic",
+        "produce", run.dataset_uri, "--topic", run.topic, "--as-fast-as-possible",
+        "--event-start", EVENT_START, "--replay-id", run.replay_id,
+    )  # fmt: skip
+    step("stream until drained", "stream", "--topic", run.topic, "--available-now")
+
+    rows, sizes = summarize(settings, run)
+    typer.echo("")
+    print_table(rows)
+    report_path = make_report(settings) if report else None
+    where_next(settings, run, sizes, report_path, time.monotonic() - started)
+
+
+def make_report(settings: Any) -> str | None:
+    """Write the HTML report when ``ipsp report`` is available; its path, or None."""
+    out = Path(settings.home) / "demo" / "report"
+    try:
+        text = step("HTML report", "report", "--out", str(out), capture=True)
+    except UserError as exc:
+        typer.secho(f"    report skipped: {exc}", fg=typer.colors.YELLOW)
+        return None
+    found = re.findall(r"\S+\.html", text)
+    return found[-1] if found else str(out / "report.html")
+
+
+def where_next(settings: Any, run: DemoRun, sizes: dict[str, int], report: str | None, seconds: float) -> None:
+    """Where the results are and what to run next."""
+    typer.secho(f"\nDemo finished in {seconds / 60:.1f} min. Where to look next:", bold=True)
+    mongo = settings.mongo_uri.get_secret_value()
+    typer.echo(f"  MongoDB   {mongo} database {settings.mongo_db}:")
+    for name, count in sizes.items():
+        typer.echo(f"              {name}: {count} documents")
+    typer.echo(f"  Dataset   {run.dataset_uri} (manifest.parquet, shards/, rejects.jsonl)")
+    typer.echo(f"  Topic     {run.topic} (replay id {run.replay_id})")
+    if report:
+        typer.echo(f"  Report    {report}")
+    typer.echo("  API       ipsp serve   then open http://127.0.0.1:8000/docs")
+    typer.echo(f"  By hand   ipsp stream --topic {run.topic} --available-now   (resumes; nothing new to do)")
+    typer.echo("  Bigger    make demo FRAMES=11508   (the full feed)")
+    typer.echo("  Stop      make down")
+
+
+def demo(
+    frames: int = typer.Option(DEFAULT_FRAMES, "--frames", "-n", min=1, help="Synthetic frames to run."),
+    cameras: int = typer.Option(DEFAULT_CAMERAS, "--cameras", "-c", min=1, max=99, help="Synthetic cameras."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Use your own folder of frames (cam_XX_NNNNN.jpg) instead of a synthetic feed."
+    ),
+    report: bool = typer.Option(True, "--report/--no-report", help="Also write the HTML report."),
+) -> None:
+    """Run the whole pipeline on the local stack: synth -> pack -> produce -> stream -> summary.
+
+    Brings the local stack up first (fetching it on first use). Each step is an
+    ipsp subcommand, printed as it runs, so you can replay any of them by hand.
+    """
+    run_demo(frames, cameras, images, report)

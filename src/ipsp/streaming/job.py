@@ -1,0 +1,578 @@
+"""Driver side of the stream job: the Structured Streaming query and its per-batch sink.
+
+Kafka (``kafka`` source, ``maxOffsetsPerTrigger``) -> ``foreachBatch``: each
+micro-batch runs :func:`ipsp.streaming.worker.partition_function` with
+``mapInArrow`` on the executors (fetch, detect, upsert results and dead letters),
+collects the small per-record summary, then on the driver recomputes the
+per-camera windows the batch touched and writes one progress document.
+
+Exactly once in effect: Spark commits a batch's offsets to the checkpoint only
+after ``foreachBatch`` returned; every write puts a whole document under a
+deterministic ``_id``; windows are written with full values, never incremented.
+A batch that runs again after a crash therefore rewrites the same documents, and
+a restart resumes from the first uncommitted batch.
+
+Windows and watermark (see :mod:`ipsp.streaming.state`): per-camera tumbling
+windows of ``window_seconds`` on event time, aggregated by the driver from the
+batch's results into a window state that is versioned per batch in
+``<checkpoint>/ipsp/state/`` (a replayed batch starts from the state before it).
+Each camera's watermark = its max event time - ``watermark_seconds``; a window
+whose end is at or before it is closed (final, dropped from the state), and a
+late frame (its window already closed when its batch starts) is stored in
+``analysis_results`` but does not reopen the window; the batch log counts it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlparse
+
+from ipsp.config import Settings
+from ipsp.contracts import Counts, ModelRef, PipelineProgress, TrafficWindow, utc_now, window_id
+from ipsp.errors import UserError
+from ipsp.streaming.process import FrameFigures, elapsed_ms, from_ms, latency_stats, summarize_window, to_ms
+from ipsp.streaming.sinks import DEFAULT_RETRY_SECONDS, MongoSink, SinkUnavailable, connect
+from ipsp.streaming.state import COUNT_FIELDS, BatchChanges, Frame, StateStore, WindowState
+from ipsp.streaming.worker import JobContext, partition_function, summary_schema_ddl, warm_up_function
+
+log = logging.getLogger("ipsp.stream")
+
+DEFAULT_QUERY = "traffic-stream"
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How to run the query; defaults come from the settings."""
+
+    topic: str
+    query: str = DEFAULT_QUERY
+    checkpoint: str = ""  # full checkpoint URI; empty: <checkpoint_uri>/<query>-<topic>
+    starting_offsets: str = "earliest"
+    mode: str = "continuous"  # continuous | available-now | once
+    trigger_seconds: float = 2.0
+    max_offsets_per_trigger: int = 512
+    task_rows: int = 0  # Kafka records per Spark task at most; 0: two inference batches
+    retry_seconds: float = DEFAULT_RETRY_SECONDS
+    ui: bool = True
+
+    @property
+    def query_name(self) -> str:
+        """The query's name: ``<query>-<topic>`` (progress ``_id`` prefix, checkpoint folder)."""
+        return f"{self.query}-{self.topic}"
+
+
+@dataclass
+class StreamReport:
+    """What one run of the query did (totals over its batches)."""
+
+    query: str
+    checkpoint: str
+    batches: int = 0
+    rows: int = 0
+    results: int = 0
+    dead_letters: int = 0
+    late: int = 0
+    stages: Counter[str] = field(default_factory=Counter)
+    first_started: datetime | None = None
+    last_finished: datetime | None = None
+    stopped_by_signal: bool = False
+    keep_latencies: bool = False  # the benchmark wants every frame's latency; a long run does not
+    latencies_ms: list[float] = field(default_factory=list)
+    progress: list[PipelineProgress] = field(default_factory=list)
+
+    def line(self) -> str:
+        """One line for the terminal."""
+        dead = ", ".join(f"{k} {v}" for k, v in sorted(self.stages.items())) or "none"
+        return (
+            f"{self.query}: {self.batches} batch(es), {self.rows} record(s) -> {self.results} result(s), "
+            f"{self.dead_letters} dead letter(s) ({dead}); checkpoint {self.checkpoint}"
+        )
+
+
+# --- checkpoint and watermark state ------------------------------------------------------
+
+
+def checkpoint_location(settings: Settings, options: StreamOptions) -> str:
+    """The query's checkpoint URI: explicit, else ``<checkpoint_uri>/<query>-<topic>``."""
+    uri = options.checkpoint or settings.checkpoint_uri.rstrip("/") + "/" + options.query_name
+    parsed = urlparse(uri)
+    if parsed.scheme == "":
+        uri = Path(uri).resolve().as_uri()
+        parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        path = Path(parsed.path)
+        tmp = Path(tempfile.gettempdir()).resolve()
+        if path.resolve() == tmp or tmp in path.resolve().parents:
+            log.warning("checkpoint %s is under the temp folder %s: it may not survive a reboot", path, tmp)
+    elif parsed.scheme not in ("s3", "s3a"):
+        raise UserError(f"checkpoint {uri!r}: use file:///absolute/path or s3://bucket/prefix")
+    return uri
+
+
+def spark_checkpoint(uri: str) -> str:
+    """The checkpoint URI as Hadoop wants it (``s3a://`` for S3)."""
+    return "s3a://" + uri[len("s3://") :] if uri.startswith("s3://") else uri
+
+
+# --- the per-batch sink -----------------------------------------------------------------
+
+
+class BatchSink:
+    """The ``foreachBatch`` function: run the batch on the executors, then windows and progress."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        options: StreamOptions,
+        model_ref: str,
+        model: ModelRef,
+        sink: MongoSink,
+        states: StateStore,
+        report: StreamReport,
+    ) -> None:
+        from ipsp.detection import load_cameras_config
+
+        self.settings = settings
+        self.options = options
+        self.model_ref = model_ref
+        self.model = model
+        self.sink = sink
+        self.states = states
+        self.report = report
+        self.cameras = load_cameras_config(settings.cameras_config)
+        self.in_batch = threading.Event()
+        self.last_batch: int | None = None
+        self.previous_start: datetime | None = None
+
+    def status_of(self, camera_id: str, density: float, vehicles: int) -> str:
+        """Window status from its mean density and vehicles per frame, with the camera's thresholds."""
+        from ipsp.detection import traffic_status
+
+        _roi, _units, thresholds = self.cameras.camera(camera_id)
+        return traffic_status(density, vehicles, thresholds)
+
+    def __call__(self, df: Any, batch_id: int) -> None:
+        self.in_batch.set()
+        try:
+            self.run(df, batch_id)
+            self.last_batch = batch_id
+        except Exception:
+            log.error("batch %d failed; it is not committed and runs again when the query restarts", batch_id)
+            raise
+        finally:
+            self.in_batch.clear()
+
+    def run(self, df: Any, batch_id: int) -> None:
+        """Process one micro-batch (``df`` holds its Kafka records)."""
+        started = utc_now()
+        t0 = time.perf_counter()
+        ctx = JobContext(self.settings, self.model_ref, self.model, batch_id, self.options.retry_seconds)
+        table = (
+            df.select("value", "topic", "partition", "offset")
+            .mapInArrow(partition_function(ctx), summary_schema_ddl())
+            .toArrow()
+        )
+        t1 = time.perf_counter()
+        rows = table.to_pylist()
+        results = [r for r in rows if r["kind"] == "result"]
+        dead = [r for r in rows if r["kind"] == "dead"]
+        tasks = [r for r in rows if r["kind"] == "task"]
+
+        frames = [frame_of(r) for r in results]
+        moved = [
+            (r["record_key"], r["prev_camera_id"], from_ms(r["prev_event_ms"])) for r in results if r["prev_camera_id"]
+        ]
+        state = self.states.before(batch_id)
+        seeded = self.seed(state, frames)
+        changes = state.apply(frames, moved)
+        windows, empty = self.window_documents(state, changes)
+        self.sink.write_windows(windows, empty)
+        changes.closed = state.close_windows()
+        self.states.save(batch_id, state)
+        t2 = time.perf_counter()
+
+        finished = utc_now()
+        stages = Counter(r["stage"] for r in dead)
+        total_rows = len(results) + len(dead)
+        # input rate as Spark defines it: rows over the time since the previous batch started
+        interval_s = elapsed_ms(self.previous_start, started) / 1000 if self.previous_start else t2 - t0
+        durations = {
+            "fetch": _sum(tasks, "fetch_ms"),
+            "check": _sum(tasks, "check_ms"),
+            "preprocess": _sum(tasks, "pre_ms"),
+            "infer": _sum(tasks, "infer_ms"),
+            "postprocess": _sum(tasks, "post_ms"),
+            "write": _sum(tasks, "write_ms"),
+            "tasks": _sum(tasks, "task_ms"),
+            "job": round((t1 - t0) * 1000, 3),
+            "windows": round((t2 - t1) * 1000, 3),
+            "total": round((t2 - t0) * 1000, 3),
+        }
+        latency = latency_stats(r["latency_ms"] for r in results)
+        progress = PipelineProgress(
+            id=f"{self.options.query_name}:{batch_id}",
+            query=self.options.query_name,
+            batch_id=batch_id,
+            rows=total_rows,
+            results=len(results),
+            dead_letters=len(dead),
+            input_rows_per_s=round(total_rows / max(interval_s, 1e-3), 3),
+            processed_rows_per_s=round(total_rows / max(t2 - t0, 1e-3), 3),
+            durations_ms=durations,
+            latency=latency,
+            started_at=started,
+            finished_at=finished,
+        )
+        self.sink.write_progress(progress)
+        self.previous_start = started
+        self._account(progress, stages, changes.late)
+        if self.report.keep_latencies:
+            self.report.latencies_ms.extend(r["latency_ms"] for r in results)
+            self.report.progress.append(progress)
+        self._log(progress, stages, changes, len(tasks), len(windows), len(empty), seeded)
+
+    def seed(self, state: WindowState, frames: list[Frame]) -> int:
+        """Start windows this query has not seen, but that have a document, from the stored frames.
+
+        Such a window holds frames another run wrote (a replay of the same feed,
+        or this very batch before a crash): counting only this query's frames
+        would under-count it. Returns how many windows were seeded.
+        """
+        new = sorted(state.new_windows(frames))
+        if not new:
+            return 0
+        ids = {window_id(camera, from_ms(ms)): (camera, ms) for camera, ms in new}
+        existing = [ids[i] for i in sorted(self.sink.existing_windows(list(ids)))]
+        if not existing:
+            return 0
+        ws = self.settings.window_seconds
+        stored = self.sink.frames_of_windows([(camera, from_ms(ms)) for camera, ms in existing], ws)
+        for (camera, start), records in stored.items():
+            state.seed((camera, to_ms(start)), records)
+        return len(existing)
+
+    def window_documents(self, state: WindowState, changes: BatchChanges) -> tuple[list[TrafficWindow], list[str]]:
+        """Documents of the windows the batch changed, and ids of windows left empty.
+
+        Windows in the state come from it; a window outside it that a re-timed
+        frame left is recomputed from the store (rare: a replay with a new clock).
+        """
+        now = utc_now()
+        windows, empty = state.documents(changes.touched, self.status_of, now)
+        if changes.outside:
+            ws = self.settings.window_seconds
+            stored = self.sink.frames_of_windows([(camera, from_ms(ms)) for camera, ms in changes.outside], ws)
+            for (camera, start), records in sorted(stored.items()):
+                if records:
+                    figures = [records[k] for k in sorted(records)]
+                    windows.append(summarize_window(camera, start, ws, figures, self.status_of, now))
+                else:
+                    empty.append(window_id(camera, start))
+        return windows, empty
+
+    def _account(self, progress: PipelineProgress, stages: Counter[str], late: int) -> None:
+        report = self.report
+        report.batches += 1
+        report.rows += progress.rows
+        report.results += progress.results
+        report.dead_letters += progress.dead_letters
+        report.late += late
+        report.stages.update(stages)
+        report.first_started = report.first_started or progress.started_at
+        report.last_finished = progress.finished_at
+
+    def _log(
+        self,
+        p: PipelineProgress,
+        stages: Counter[str],
+        changes: BatchChanges,
+        tasks: int,
+        written: int,
+        emptied: int,
+        seeded: int,
+    ) -> None:
+        d = p.durations_ms
+        dead = " (" + ", ".join(f"{k} {v}" for k, v in sorted(stages.items())) + ")" if stages else ""
+        lat = f"latency p50 {p.latency.p50_ms:.0f} ms p95 {p.latency.p95_ms:.0f} ms" if p.latency else "no frames"
+        extra = [
+            f"{emptied} emptied" if emptied else "",
+            f"{seeded} seeded from the store" if seeded else "",
+            f"{changes.late} late frame(s) not folded" if changes.late else "",
+            f"{changes.closed} closed" if changes.closed else "",
+        ]
+        notes = "".join(f", {e}" for e in extra if e)
+        log.info(
+            "batch %d: %d rows -> %d results, %d dead letters%s in %.2fs (%.1f rows/s, %d tasks); "
+            "windows %d written%s; %s; task time: fetch %.0f ms, decode+pre %.0f ms, infer %.0f ms, write %.0f ms",
+            p.batch_id, p.rows, p.results, p.dead_letters, dead, d["total"] / 1000, p.processed_rows_per_s, tasks,
+            written, notes, lat, d["fetch"], d["preprocess"], d["infer"], d["write"],
+        )  # fmt: skip
+
+
+def frame_of(row: dict[str, Any]) -> Frame:
+    """A summary row of a written result as the window state needs it."""
+    counts = Counts.of(dict(zip(COUNT_FIELDS, json.loads(row["counts"]), strict=True)))
+    figures = FrameFigures(counts=counts, density_percent=float(row["density"]))
+    return Frame(row["record_key"], row["camera_id"], from_ms(row["event_ms"]), figures)
+
+
+def _sum(rows: list[dict[str, Any]], key: str) -> float:
+    return round(sum(r[key] or 0.0 for r in rows), 3)
+
+
+# --- preflight ------------------------------------------------------------------------------
+
+
+def load_model(settings: Settings) -> tuple[str, ModelRef]:
+    """Load the model once on the driver: a broken model fails here, before any record is read.
+
+    Returns a pinned reference for the workers (``name:version`` or the file path)
+    and the model's identity for the results.
+    """
+    from ipsp.detection import load_detector
+    from ipsp.detection.registry import resolve_model
+
+    path, card = resolve_model(settings.model, settings)
+    detector = load_detector(str(path) if card is None else settings.model, settings, threads=1, batch_size=1)
+    info = detector.model_info
+    ref = str(path) if card is None else card.ref
+    del detector
+    return ref, ModelRef(name=info.name, version=info.version, sha256=info.sha256)
+
+
+def check_topic(settings: Settings, topic: str) -> int:
+    """The topic's partition count; a clear error when Kafka is down or the topic is missing."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # its warnings about our metadata-only consumer are noise
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000)
+    except KafkaError as exc:
+        raise UserError(f"Kafka at {settings.kafka_bootstrap} does not answer ({exc}); is the stack up?") from exc
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+    finally:
+        consumer.close()
+    if not partitions:
+        raise UserError(f"topic {topic!r} does not exist on {settings.kafka_bootstrap}: produce to it first")
+    return len(partitions)
+
+
+def open_sink(settings: Settings, retry_seconds: float) -> MongoSink:
+    """The driver's Mongo sink, checked (ping) and with the contract's indexes."""
+    sink = MongoSink(connect(settings.mongo_uri.get_secret_value()), settings.mongo_db, retry_seconds)
+    try:
+        sink.ping()
+        sink.ensure_indexes()
+    except SinkUnavailable as exc:
+        raise SinkUnavailable(f"MongoDB at {_redact(settings)} does not answer: {exc}") from exc
+    return sink
+
+
+def _redact(settings: Settings) -> str:
+    parsed = urlparse(settings.mongo_uri.get_secret_value())
+    host = parsed.hostname or "?"
+    return f"{parsed.scheme}://{host}:{parsed.port or 27017}/{settings.mongo_db}"
+
+
+# --- the query ----------------------------------------------------------------------------------
+
+
+def spark_conf(settings: Settings, options: StreamOptions) -> dict[str, str]:
+    """Spark settings of the stream job (besides what ``build_spark`` sets)."""
+    return {
+        # one Python worker per core, kept across tasks and batches: the model loads once per worker
+        "spark.python.worker.reuse": "true",
+        # Arrow batches into the Python worker are bounded in rows and bytes
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "1024",
+        "spark.sql.execution.arrow.maxBytesPerBatch": str(16 << 20),
+        "spark.sql.shuffle.partitions": "4",
+        # adaptive execution does not apply to streaming queries (Spark warns when it is on)
+        "spark.sql.adaptive.enabled": "false",
+        "spark.sql.streaming.metricsEnabled": "true",
+        "spark.ui.enabled": "true" if options.ui else "false",
+        "spark.ui.showConsoleProgress": "false",
+        # a task that fails (Mongo down past the retry deadline) fails the batch at once
+        "spark.task.maxFailures": "1",
+    } | local_jvm_options(settings)
+
+
+def local_jvm_options(settings: Settings) -> dict[str, str]:
+    """JVM options for a local master, where the driver JVM shares the cores with the Python workers.
+
+    The JVM's own work here is small (planning, Kafka, Arrow), but its optimizing
+    JIT compiler (C2) burns a core for the first minutes, right when inference
+    needs it; the quick compiler (C1) alone is enough. Applies only when this
+    process starts the JVM.
+    """
+    if not settings.spark_master.startswith("local"):
+        return {}
+    return {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
+
+
+class StopRequest:
+    """SIGTERM/SIGINT handler: ask the query to stop once the running batch is done."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested.is_set():
+            raise KeyboardInterrupt  # a second signal stops at once
+        log.warning("signal %d: stopping after the current batch (send again to stop now)", signum)
+        self.requested.set()
+
+
+def run_stream(
+    settings: Settings,
+    options: StreamOptions,
+    until: Callable[[StreamReport], bool] | None = None,
+    keep_latencies: bool = False,
+) -> StreamReport:
+    """Run the stream query until drained (available-now / once), stopped (SIGTERM) or ``until(report)``.
+
+    ``until`` is checked between batches (the benchmark stops a continuous run
+    once it has seen every record it produced); ``keep_latencies`` keeps every
+    frame's latency and every progress document in the report.
+    """
+    checkpoint = checkpoint_location(settings, options)
+    model_ref, model = load_model(settings)
+    check_topic(settings, options.topic)
+    sink = open_sink(settings, options.retry_seconds)
+    states = StateStore(checkpoint, settings.window_seconds, settings.watermark_seconds, settings)
+    report = StreamReport(query=options.query_name, checkpoint=checkpoint, keep_latencies=keep_latencies)
+    log.info("model %s (%s:%s, sha256 %s...)", model_ref, model.name, model.version, model.sha256[:12])
+
+    from ipsp.sparkutil import build_spark
+
+    spark = build_spark(f"ipsp-{options.query_name}", settings, **spark_conf(settings, options))
+    warm_up(spark, JobContext(settings, model_ref, model, 0, options.retry_seconds))
+    handler = BatchSink(settings, options, model_ref, model, sink, states, report)
+    source = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .option("subscribe", options.topic)
+        .option("startingOffsets", options.starting_offsets)
+        .option("maxOffsetsPerTrigger", str(options.max_offsets_per_trigger))
+    )
+    # Kafka partitions are split into tasks of at most task_rows records: many equal tasks keep
+    # every core busy to the end of a batch (uneven partitions would leave a core idle)
+    task_rows = options.task_rows or 2 * settings.batch_size
+    source = source.option("maxRecordsPerPartition", str(task_rows))
+    writer = (
+        source.load()
+        .writeStream.queryName(options.query_name)
+        .option("checkpointLocation", spark_checkpoint(checkpoint))
+        .foreachBatch(handler)
+    )
+    if options.mode == "available-now":
+        writer = writer.trigger(availableNow=True)
+    elif options.mode == "once":
+        writer = writer.trigger(once=True)
+    else:
+        writer = writer.trigger(processingTime=f"{options.trigger_seconds} seconds")
+
+    stop = StopRequest()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        query = writer.start()
+        ui = spark.sparkContext.uiWebUrl
+        log.info("query %s started (%s); checkpoint %s%s", options.query_name, options.mode, checkpoint,
+                 f"; Spark UI {ui}" if ui else "")  # fmt: skip
+        wait(query, handler, stop, report, until)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        sink.client.close()
+    return report
+
+
+def warm_up(spark: Any, ctx: JobContext) -> int:
+    """Start the Python workers and load the model in each before the query reads anything.
+
+    Returns the number of task slots.
+    """
+    sc = spark.sparkContext
+    slots = task_slots(sc.master, int(sc.defaultParallelism))
+    started = time.perf_counter()
+    pids = sorted(set(sc.parallelize(range(slots), slots).mapPartitions(warm_up_function(ctx)).collect()))
+    log.info("%d Python worker(s) ready with the model in %.1fs", len(pids), time.perf_counter() - started)
+    return slots
+
+
+def task_slots(master: str, default_parallelism: int) -> int:
+    """Tasks that run at once: N of ``local[N]`` (or the cores for ``local[*]``), else Spark's parallelism."""
+    match = re.fullmatch(r"local\[(\d+|\*)(?:,\d+)?\]", master.strip())
+    if match:
+        return os.cpu_count() or 1 if match.group(1) == "*" else max(1, int(match.group(1)))
+    if master.strip() == "local":
+        return 1
+    return max(1, default_parallelism)
+
+
+def wait(
+    query: Any,
+    handler: BatchSink,
+    stop: StopRequest,
+    report: StreamReport,
+    until: Callable[[StreamReport], bool] | None = None,
+) -> None:
+    """Wait for the query; on a stop request stop it between batches; raise its failure clearly."""
+    from pyspark.errors import StreamingQueryException
+
+    try:
+        while query.isActive:
+            done = until is not None and until(report)
+            if (stop.requested.is_set() or done) and between_batches(query, handler):
+                report.stopped_by_signal = not done
+                query.stop()
+                break
+            query.awaitTermination(0.5)
+        query.awaitTermination()
+    except StreamingQueryException as exc:
+        raise StreamFailed(describe_failure(exc, report)) from None
+
+
+def between_batches(query: Any, handler: BatchSink) -> bool:
+    """True when no batch runs and the last one is committed (Spark reports progress after the commit)."""
+    if handler.in_batch.is_set():
+        return False
+    if handler.last_batch is None:
+        return True
+    progress = query.lastProgress
+    return progress is not None and int(progress["batchId"]) >= handler.last_batch
+
+
+class StreamFailed(UserError):
+    """The query stopped on an error; what was committed stays, the rest replays on restart."""
+
+    exit_code = 4
+
+
+def describe_failure(exc: BaseException, report: StreamReport) -> str:
+    """One readable paragraph for a failed query: the cause and how to resume."""
+    text = str(exc)
+    cause = next((line.strip() for line in text.splitlines() if "SinkUnavailable" in line or "Error:" in line), "")
+    if "SinkUnavailable" in text or "MongoDB did not accept" in text:
+        lines = [line for line in text.splitlines() if "MongoDB did not accept" in line]
+        cause = lines[-1].strip() if lines else cause
+    cause = cause or text.splitlines()[0][:500]
+    return (
+        f"query {report.query} stopped: {cause}. Batches committed so far are kept; the failed batch was not "
+        f"committed and runs again when you restart the same command (checkpoint {report.checkpoint})."
+    )

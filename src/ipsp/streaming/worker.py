@@ -1,0 +1,442 @@
+"""Executor side of the stream job: one Spark task's Kafka records -> fetch -> detect -> MongoDB.
+
+:func:`partition_function` returns the function given to ``mapInArrow``. For the
+records of one task it:
+
+1. parses and validates every Kafka value (bad ones become dead letters);
+2. groups the valid records by LMDB shard and reads each shard's frames in one
+   read transaction through the process's :class:`ShardReader` (whole shards
+   cached on local disk, LRU);
+3. checks each frame's size and sha256 against the message, then runs the
+   detector on batches of ``batch_size`` frames (batches fill across shards);
+4. writes results and dead letters to MongoDB (by ``_id``) from a writer
+   thread, so the next inference batch runs while the previous one is written;
+5. yields one small summary row per record (and one timing row per task) for
+   the driver, which recomputes windows and writes the progress document.
+
+Heavy objects (detector, shard reader, Mongo client) are created lazily inside
+the Python worker, kept in module-level caches and reused by every task the
+worker runs (``spark.python.worker.reuse``); they are never pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ipsp.config import Settings
+from ipsp.contracts import AnalysisResult, DeadLetter, Detection, ModelRef, utc_now
+from ipsp.streaming.process import (
+    Record,
+    build_result,
+    check_bytes,
+    chunked,
+    dead_letter,
+    elapsed_ms,
+    group_by_shard,
+    split_records,
+    to_ms,
+)
+
+log = logging.getLogger(__name__)
+
+#: keys read from one shard per read transaction (bounds the bytes held at once)
+FETCH_CHUNK = 64
+
+#: columns of the rows a task returns to the driver
+SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("kind", "string"),  # result | dead | task
+    ("record_key", "string"),
+    ("camera_id", "string"),
+    ("event_ms", "long"),
+    ("counts", "string"),  # JSON list: motorbike, car, bus, truck, bicycle, person
+    ("density", "double"),
+    ("prev_camera_id", "string"),
+    ("prev_event_ms", "long"),
+    ("stage", "string"),
+    ("latency_ms", "double"),
+    ("fetch_ms", "double"),
+    ("check_ms", "double"),
+    ("pre_ms", "double"),
+    ("infer_ms", "double"),
+    ("post_ms", "double"),
+    ("write_ms", "double"),
+    ("task_ms", "double"),
+)
+
+
+def summary_schema_ddl() -> str:
+    """The summary rows' schema as a Spark DDL string."""
+    return ", ".join(f"{name} {kind}" for name, kind in SUMMARY_COLUMNS)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What every task of one micro-batch needs (small and picklable)."""
+
+    settings: Settings
+    model_ref: str
+    model: ModelRef
+    batch_id: int
+    retry_seconds: float
+
+
+@dataclass
+class TaskTimings:
+    """Milliseconds one task spent per step."""
+
+    fetch_ms: float = 0.0
+    check_ms: float = 0.0
+    pre_ms: float = 0.0
+    infer_ms: float = 0.0
+    post_ms: float = 0.0
+    write_ms: float = 0.0
+
+
+@dataclass
+class TaskOutput:
+    """Summary rows of one task, filled as its writes complete."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def result(self, result: AnalysisResult, written_ms: float, previous: tuple[str, Any] | None) -> None:
+        """Record a written frame result (and where the frame was before, if it moved)."""
+        c = result.counts
+        self.rows.append(
+            {
+                "kind": "result",
+                "record_key": result.id,
+                "camera_id": result.camera_id,
+                "event_ms": to_ms(result.event_time),
+                "counts": json.dumps([c.motorbike, c.car, c.bus, c.truck, c.bicycle, c.person]),
+                "density": result.density_percent,
+                "prev_camera_id": previous[0] if previous else None,
+                "prev_event_ms": to_ms(previous[1]) if previous else None,
+                "latency_ms": written_ms,
+            }
+        )
+
+    def dead(self, letter: DeadLetter) -> None:
+        """Record a written dead letter."""
+        self.rows.append(
+            {"kind": "dead", "record_key": letter.record_key, "camera_id": letter.camera_id, "stage": letter.stage}
+        )
+
+
+# --- per-process caches (live in the Python worker, never pickled) -------------------
+
+_LOCK = threading.Lock()
+_DETECTORS: dict[tuple[str, int, int], Any] = {}
+_READERS: dict[str, Any] = {}
+_SINKS: dict[tuple[str, str, int], Any] = {}
+
+
+def task_cores(settings: Settings) -> int:
+    """Threads one task may use: ``intra_op_threads`` when set, else the task's ``spark.task.cpus``."""
+    if settings.intra_op_threads:
+        return settings.intra_op_threads
+    try:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        if ctx is not None:
+            return max(1, int(ctx.cpus()))
+    except Exception:  # outside Spark (tests, the bench): fall back to one thread
+        pass
+    return 1
+
+
+def pin_threads(threads: int) -> None:
+    """Pin OpenMP / BLAS / OpenCV thread pools to the task's cores (set before they start)."""
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    try:
+        import cv2
+
+        cv2.setNumThreads(threads)
+    except ImportError:  # pragma: no cover - OpenCV is a dependency
+        pass
+
+
+def get_detector(ctx: JobContext) -> Any:
+    """The worker's detector for this model (loaded on first use, then reused)."""
+    threads = task_cores(ctx.settings)
+    key = (ctx.model_ref, threads, ctx.settings.batch_size)
+    with _LOCK:
+        detector = _DETECTORS.get(key)
+        if detector is None:
+            pin_threads(threads)
+            from ipsp.detection import load_detector
+
+            started = time.perf_counter()
+            detector = load_detector(ctx.model_ref, ctx.settings, threads=threads, batch_size=ctx.settings.batch_size)
+            info = detector.model_info
+            if info.sha256 != ctx.model.sha256:
+                raise RuntimeError(
+                    f"model {ctx.model_ref} resolved to sha256 {info.sha256} on this worker, "
+                    f"but the driver loaded {ctx.model.sha256}: the registry changed under the job"
+                )
+            log.info("pid %d loaded %s in %.1fs (%d threads)", os.getpid(), ctx.model_ref,
+                     time.perf_counter() - started, threads)  # fmt: skip
+            _DETECTORS.clear()  # one model per worker: a new model replaces the old one
+            _DETECTORS[key] = detector
+        return detector
+
+
+def get_reader(settings: Settings) -> Any:
+    """The worker's shard reader (local LRU cache of whole shards under ``<home>``)."""
+    key = str(settings.home)
+    with _LOCK:
+        reader = _READERS.get(key)
+        if reader is None:
+            from ipsp.preprocessing.shards import ShardReader
+
+            reader = ShardReader.from_settings(settings)
+            _READERS[key] = reader
+        return reader
+
+
+def get_sink(settings: Settings, retry_seconds: float) -> Any:
+    """The worker's MongoDB sink (one client per process; pymongo clients must not cross a fork)."""
+    from ipsp.streaming.sinks import MongoSink, connect
+
+    key = (settings.mongo_uri.get_secret_value(), settings.mongo_db, os.getpid())
+    with _LOCK:
+        sink = _SINKS.get(key)
+        if sink is None:
+            sink = MongoSink(connect(key[0]), settings.mongo_db, retry_seconds)
+            _SINKS[key] = sink
+        sink.retry_seconds = retry_seconds
+        return sink
+
+
+# --- the task ---------------------------------------------------------------------------
+
+
+class Writer:
+    """Writes results and dead letters on a background thread, one bounded queue deep.
+
+    Inference (ONNX Runtime releases the GIL) then overlaps the previous batch's
+    write. An error in the writer is raised in the task at the next put or at
+    close, failing the task: the batch is then retried or replayed, never skipped.
+    """
+
+    def __init__(self, sink: Any, output: TaskOutput, timings: TaskTimings) -> None:
+        self.sink = sink
+        self.output = output
+        self.timings = timings
+        self.error: BaseException | None = None
+        self.queue: queue.Queue[tuple[list[AnalysisResult], list[DeadLetter]] | None] = queue.Queue(maxsize=2)
+        self.thread = threading.Thread(target=self._run, name="ipsp-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, results: list[AnalysisResult], letters: list[DeadLetter]) -> None:
+        """Queue one batch of documents (blocks while two are pending)."""
+        self._raise()
+        if results or letters:
+            self.queue.put((results, letters))
+
+    def close(self) -> None:
+        """Wait for every queued write; raise the writer's error if one happened."""
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # drain without writing: the task is failing anyway
+            try:
+                self._write(*item)
+            except BaseException as exc:
+                self.error = exc
+
+    def _write(self, results: list[AnalysisResult], letters: list[DeadLetter]) -> None:
+        started = time.perf_counter()
+        moved = self.sink.write_results(results)
+        self.sink.write_dead_letters(letters)
+        written = utc_now()
+        self.timings.write_ms += (time.perf_counter() - started) * 1000
+        for result in results:
+            # latency runs from the producer's hand-off to the moment the write returned
+            latency = result.pipeline.latency_ms + elapsed_ms(result.processed_at, written)
+            self.output.result(result, latency, moved.get(result.id))
+        for letter in letters:
+            self.output.dead(letter)
+
+
+def _detections(det: Any, class_map: dict[str, str]) -> list[Detection]:
+    return [Detection.model_validate(r) for r in det.to_records(class_map)]
+
+
+def run_task(
+    rows: Sequence[tuple[bytes | None, str, int, int]],
+    ctx: JobContext,
+    detector: Any,
+    reader: Any,
+    sink: Any,
+    cameras: Any,
+) -> tuple[TaskOutput, TaskTimings]:
+    """Process one task's Kafka rows end to end; returns its summary rows and timings."""
+    from ipsp.detection import traffic_summary
+    from ipsp.detection.errors import FrameError
+    from ipsp.preprocessing.shards import ShardError
+
+    output = TaskOutput()
+    timings = TaskTimings()
+    writer = Writer(sink, output, timings)
+    class_map = cameras.full_class_map()
+    records, letters = split_records(rows, utc_now())
+    writer.put([], letters)
+
+    pending: list[tuple[Record, bytes]] = []
+
+    def infer(batch: list[tuple[Record, bytes]]) -> None:
+        outcomes = detector.detect_bytes([data for _, data in batch], [r.message.record_key for r, _ in batch])
+        step = detector.last_timings
+        timings.pre_ms += step.pre_ms
+        timings.infer_ms += step.infer_ms
+        timings.post_ms += step.post_ms
+        per_frame = step.infer_ms / max(len(batch), 1)
+        now = utc_now()
+        results: list[AnalysisResult] = []
+        dead: list[DeadLetter] = []
+        for (record, _), outcome in zip(batch, outcomes, strict=True):
+            msg = record.message
+            if isinstance(outcome, FrameError):
+                dead.append(_letter("decode", f"frame does not decode: {outcome}", record, now))
+                continue
+            summary = traffic_summary(outcome, msg.camera_id, cameras_cfg=cameras)
+            results.append(
+                build_result(
+                    record,
+                    counts=summary.counts,
+                    density_percent=summary.density_percent,
+                    traffic_status=summary.status,
+                    detections=_detections(outcome, class_map),
+                    model=ctx.model,
+                    batch_id=ctx.batch_id,
+                    inference_ms=per_frame,
+                    now=now,
+                )
+            )
+        writer.put(results, dead)
+
+    try:
+        for shard_uri, group in group_by_shard(records).items():
+            for part in chunked(group, FETCH_CHUNK):
+                started = time.perf_counter()
+                fetched = reader.get_many(shard_uri, [r.message.lmdb.key for r in part])
+                timings.fetch_ms += (time.perf_counter() - started) * 1000
+                started = time.perf_counter()
+                bad: list[DeadLetter] = []
+                now = utc_now()
+                for record in part:
+                    data = fetched.get(record.message.lmdb.key)
+                    if isinstance(data, ShardError) or data is None:
+                        bad.append(_letter("fetch", str(data or "frame not returned by the reader"), record, now))
+                        continue
+                    if isinstance(data, Exception):
+                        raise data  # a storage outage: transient, fail the task so it is retried
+                    reason = check_bytes(record.message, data)
+                    if reason is not None:
+                        bad.append(_letter("decode", reason, record, now))
+                        continue
+                    pending.append((record, data))
+                timings.check_ms += (time.perf_counter() - started) * 1000
+                writer.put([], bad)
+                while len(pending) >= ctx.settings.batch_size:
+                    batch, pending[:] = pending[: ctx.settings.batch_size], pending[ctx.settings.batch_size :]
+                    infer(batch)
+        if pending:
+            infer(list(pending))
+    finally:
+        writer.close()
+    return output, timings
+
+
+def _letter(stage: Any, reason: str, record: Record, now: Any) -> DeadLetter:
+    msg = record.message
+    return dead_letter(stage, reason, record.raw, record.kafka, now, msg.record_key, msg.camera_id)
+
+
+def partition_function(ctx: JobContext) -> Callable[[Iterator[Any]], Iterator[Any]]:
+    """The ``mapInArrow`` function of one micro-batch (a closure over picklable ``ctx`` only)."""
+
+    def process(batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+
+        started = time.perf_counter()
+        rows: list[tuple[bytes | None, str, int, int]] = []
+        for batch in batches:
+            cols = batch.to_pydict()
+            rows.extend(zip(cols["value"], cols["topic"], cols["partition"], cols["offset"], strict=True))
+        if not rows:
+            return
+        from ipsp.detection import load_cameras_config
+
+        detector = get_detector(ctx)
+        reader = get_reader(ctx.settings)
+        sink = get_sink(ctx.settings, ctx.retry_seconds)
+        cameras = load_cameras_config(ctx.settings.cameras_config)
+        output, timings = run_task(rows, ctx, detector, reader, sink, cameras)
+        task_row = {"kind": "task", **timings.__dict__, "task_ms": (time.perf_counter() - started) * 1000}
+        names = [name for name, _ in SUMMARY_COLUMNS]
+        table = [*output.rows, task_row]
+        yield pa.RecordBatch.from_pylist([{n: r.get(n) for n in names} for r in table], schema=arrow_schema())
+
+    return process
+
+
+def warm_up_function(ctx: JobContext) -> Callable[[Iterator[Any]], Iterator[int]]:
+    """A ``mapPartitions`` function that loads the model and opens the sinks in a Python worker.
+
+    Run before the query starts, so the first micro-batch does not pay for
+    worker start-up and model loading (workers are reused across jobs).
+    """
+
+    def warm(_rows: Iterator[Any]) -> Iterator[int]:
+        from ipsp.detection import load_cameras_config, traffic_summary
+
+        detector = get_detector(ctx)
+        # one real inference: ONNX Runtime sizes its buffers on the first run, not at load
+        for det in detector.detect_bytes([blank_jpeg()] * min(ctx.settings.batch_size, 2)):
+            traffic_summary(det, "warm-up", cameras_cfg=load_cameras_config(ctx.settings.cameras_config))
+        get_reader(ctx.settings)
+        get_sink(ctx.settings, ctx.retry_seconds)
+        yield os.getpid()
+
+    return warm
+
+
+def blank_jpeg(width: int = 1280, height: int = 720) -> bytes:
+    """A grey JPEG frame (for warming the model up)."""
+    import cv2
+    import numpy as np
+
+    ok, data = cv2.imencode(".jpg", np.full((height, width, 3), 128, np.uint8))
+    if not ok:  # pragma: no cover - OpenCV always encodes a plain array
+        raise RuntimeError("OpenCV could not encode a blank frame")
+    return bytes(data.tobytes())
+
+
+def arrow_schema() -> Any:
+    """The summary rows' Arrow schema (matches :func:`summary_schema_ddl`)."""
+    import pyarrow as pa
+
+    kinds = {"string": pa.string(), "long": pa.int64(), "double": pa.float64()}
+    return pa.schema([pa.field(name, kinds[kind]) for name, kind in SUMMARY_COLUMNS])

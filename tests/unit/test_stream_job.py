@@ -1,0 +1,123 @@
+"""Driver-side helpers of the stream job: checkpoint naming, watermark state, retries, failure text."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pymongo.errors import AutoReconnect, OperationFailure
+
+from ipsp.config import Settings
+from ipsp.streaming import sinks
+from ipsp.streaming.job import (
+    StreamOptions,
+    StreamReport,
+    checkpoint_location,
+    describe_failure,
+    spark_checkpoint,
+)
+
+
+def settings(tmp_path: Path, **extra: object) -> Settings:
+    return Settings(home=tmp_path, **extra)  # type: ignore[arg-type]
+
+
+def test_checkpoint_defaults_to_query_and_topic(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    uri = checkpoint_location(s, StreamOptions(topic="feed-a"))
+    assert uri == (tmp_path / "checkpoints" / "traffic-stream-feed-a").as_uri()
+    other = checkpoint_location(s, StreamOptions(topic="feed-b", query="q2"))
+    assert other.endswith("/q2-feed-b")
+
+
+def test_checkpoint_accepts_a_plain_path_and_s3(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    assert (
+        checkpoint_location(s, StreamOptions(topic="t", checkpoint=str(tmp_path / "cp"))) == (tmp_path / "cp").as_uri()
+    )
+    assert spark_checkpoint("s3://bucket/cp/q-t") == "s3a://bucket/cp/q-t"
+    from ipsp.errors import UserError
+
+    with pytest.raises(UserError):
+        checkpoint_location(s, StreamOptions(topic="t", checkpoint="ftp://host/cp"))
+
+
+def test_retries_transient_errors_then_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sinks.time, "sleep", lambda s: None)
+    calls = {"n": 0}
+
+    def flaky() -> str:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise AutoReconnect("connection refused")
+        return "ok"
+
+    assert sinks.with_retries(flaky, "test write", retry_seconds=60) == "ok"
+    assert calls["n"] == 3
+
+    def down() -> None:
+        raise AutoReconnect("connection refused")
+
+    with pytest.raises(sinks.SinkUnavailable, match="did not accept test write"):
+        sinks.with_retries(down, "test write", retry_seconds=0)
+
+
+def test_non_transient_errors_are_not_retried() -> None:
+    calls = {"n": 0}
+
+    def bad() -> None:
+        calls["n"] += 1
+        raise OperationFailure("bad query")
+
+    with pytest.raises(OperationFailure):
+        sinks.with_retries(bad, "x", retry_seconds=60)
+    assert calls["n"] == 1
+
+
+def test_failure_message_names_the_cause_and_how_to_resume() -> None:
+    report = StreamReport(query="traffic-stream-t", checkpoint="file:///cp")
+    text = (
+        "[FOREACH_BATCH_USER_FUNCTION_ERROR] An error occurred\n"
+        "ipsp.streaming.sinks.SinkUnavailable: MongoDB did not accept bulk upsert of 8 into analysis_results "
+        "after 5 attempts over 10s: connection refused\n  at org.apache..."
+    )
+    message = describe_failure(RuntimeError(text), report)
+    assert "MongoDB did not accept bulk upsert" in message
+    assert "runs again when you restart" in message
+    assert "file:///cp" in message
+
+
+def test_window_spans_merge_adjacent_windows_into_one_query() -> None:
+    def t(minute: int) -> datetime:
+        return datetime(2026, 1, 1, 8, minute, tzinfo=UTC)
+
+    windows = {("cam_01", t(0)), ("cam_02", t(1)), ("cam_01", t(1)), ("cam_03", t(2)), ("cam_01", t(30))}
+    spans = sinks.window_spans(windows, 60)
+    assert spans == [(t(0), t(3), {"cam_01", "cam_02", "cam_03"}), (t(30), t(31), {"cam_01"})]
+    assert sinks.window_spans([], 60) == []
+
+
+@pytest.mark.parametrize("content", [None, b"this is not an ONNX model"])
+def test_a_model_that_does_not_load_fails_before_anything_is_read(tmp_path: Path, content: bytes | None) -> None:
+    from ipsp.errors import UserError
+    from ipsp.streaming.job import run_stream
+
+    model = tmp_path / "broken.onnx"
+    if content is not None:
+        model.write_bytes(content)
+    # nothing listens on these ports: reaching Kafka or MongoDB would fail differently
+    s = settings(tmp_path, model=str(model), kafka_bootstrap="127.0.0.1:1", mongo_uri="mongodb://127.0.0.1:1/")
+    with pytest.raises(UserError, match=r"broken\.onnx"):
+        run_stream(s, StreamOptions(topic="t"))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("master", "parallelism", "slots"),
+    [("local[2]", 4, 2), ("local[3,2]", 4, 3), ("local", 4, 1), ("spark://host:7077", 16, 16)],
+)
+def test_task_slots(master: str, parallelism: int, slots: int) -> None:
+    from ipsp.streaming.job import task_slots
+
+    assert task_slots(master, parallelism) == slots
