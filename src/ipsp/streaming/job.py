@@ -211,11 +211,14 @@ class BatchSink:
         # input rate as Spark defines it: rows over the time since the previous batch started
         interval_s = elapsed_ms(self.previous_start, started) / 1000 if self.previous_start else t2 - t0
         durations = {
+            "read": _sum(tasks, "read_ms"),
+            "parse": _sum(tasks, "parse_ms"),
             "fetch": _sum(tasks, "fetch_ms"),
             "check": _sum(tasks, "check_ms"),
             "preprocess": _sum(tasks, "pre_ms"),
             "infer": _sum(tasks, "infer_ms"),
             "postprocess": _sum(tasks, "post_ms"),
+            "build": _sum(tasks, "build_ms"),
             "write": _sum(tasks, "write_ms"),
             "tasks": _sum(tasks, "task_ms"),
             "job": round((t1 - t0) * 1000, 3),
@@ -510,7 +513,8 @@ def warm_up(spark: Any, ctx: JobContext) -> int:
     sc = spark.sparkContext
     slots = task_slots(sc.master, int(sc.defaultParallelism))
     started = time.perf_counter()
-    pids = sorted(set(sc.parallelize(range(slots), slots).mapPartitions(warm_up_function(ctx)).collect()))
+    rows = spark.range(0, slots, 1, slots).mapInArrow(warm_up_function(ctx), "pid long").collect()
+    pids = sorted({row.pid for row in rows})
     log.info("%d Python worker(s) ready with the model in %.1fs", len(pids), time.perf_counter() - started)
     return slots
 

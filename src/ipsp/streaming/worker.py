@@ -62,11 +62,14 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("prev_event_ms", "long"),
     ("stage", "string"),
     ("latency_ms", "double"),
+    ("read_ms", "double"),
+    ("parse_ms", "double"),
     ("fetch_ms", "double"),
     ("check_ms", "double"),
     ("pre_ms", "double"),
     ("infer_ms", "double"),
     ("post_ms", "double"),
+    ("build_ms", "double"),
     ("write_ms", "double"),
     ("task_ms", "double"),
 )
@@ -92,11 +95,14 @@ class JobContext:
 class TaskTimings:
     """Milliseconds one task spent per step."""
 
+    read_ms: float = 0.0
+    parse_ms: float = 0.0
     fetch_ms: float = 0.0
     check_ms: float = 0.0
     pre_ms: float = 0.0
     infer_ms: float = 0.0
     post_ms: float = 0.0
+    build_ms: float = 0.0
     write_ms: float = 0.0
 
 
@@ -300,7 +306,9 @@ def run_task(
     timings = TaskTimings()
     writer = Writer(sink, output, timings)
     class_map = cameras.full_class_map()
+    started = time.perf_counter()
     records, letters = split_records(rows, utc_now())
+    timings.parse_ms += (time.perf_counter() - started) * 1000
     writer.put([], letters)
 
     pending: list[tuple[Record, bytes]] = []
@@ -312,6 +320,7 @@ def run_task(
         timings.infer_ms += step.infer_ms
         timings.post_ms += step.post_ms
         per_frame = step.infer_ms / max(len(batch), 1)
+        started = time.perf_counter()
         now = utc_now()
         results: list[AnalysisResult] = []
         dead: list[DeadLetter] = []
@@ -334,6 +343,7 @@ def run_task(
                     now=now,
                 )
             )
+        timings.build_ms += (time.perf_counter() - started) * 1000
         writer.put(results, dead)
 
     try:
@@ -385,6 +395,7 @@ def partition_function(ctx: JobContext) -> Callable[[Iterator[Any]], Iterator[An
         for batch in batches:
             cols = batch.to_pydict()
             rows.extend(zip(cols["value"], cols["topic"], cols["partition"], cols["offset"], strict=True))
+        read_ms = (time.perf_counter() - started) * 1000
         if not rows:
             return
         from ipsp.detection import load_cameras_config
@@ -394,6 +405,7 @@ def partition_function(ctx: JobContext) -> Callable[[Iterator[Any]], Iterator[An
         sink = get_sink(ctx.settings, ctx.retry_seconds)
         cameras = load_cameras_config(ctx.settings.cameras_config)
         output, timings = run_task(rows, ctx, detector, reader, sink, cameras)
+        timings.read_ms = read_ms
         task_row = {"kind": "task", **timings.__dict__, "task_ms": (time.perf_counter() - started) * 1000}
         names = [name for name, _ in SUMMARY_COLUMNS]
         table = [*output.rows, task_row]
@@ -402,14 +414,19 @@ def partition_function(ctx: JobContext) -> Callable[[Iterator[Any]], Iterator[An
     return process
 
 
-def warm_up_function(ctx: JobContext) -> Callable[[Iterator[Any]], Iterator[int]]:
-    """A ``mapPartitions`` function that loads the model and opens the sinks in a Python worker.
+def warm_up_function(ctx: JobContext) -> Callable[[Iterator[Any]], Iterator[Any]]:
+    """A ``mapInArrow`` function that loads the model and opens the sinks in a Python worker.
 
-    Run before the query starts, so the first micro-batch does not pay for
-    worker start-up and model loading (workers are reused across jobs).
+    Run before the query starts, through the same Arrow path as the micro-batches
+    (Spark keeps a separate worker pool per kind of job), so the first batch does
+    not pay for worker start-up, model loading and first-inference set-up.
     """
 
-    def warm(_rows: Iterator[Any]) -> Iterator[int]:
+    def warm(_batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+
+        for _ in _batches:
+            pass
         from ipsp.detection import load_cameras_config, traffic_summary
 
         detector = get_detector(ctx)
@@ -418,7 +435,7 @@ def warm_up_function(ctx: JobContext) -> Callable[[Iterator[Any]], Iterator[int]
             traffic_summary(det, "warm-up", cameras_cfg=load_cameras_config(ctx.settings.cameras_config))
         get_reader(ctx.settings)
         get_sink(ctx.settings, ctx.retry_seconds)
-        yield os.getpid()
+        yield pa.RecordBatch.from_pylist([{"pid": os.getpid()}], schema=pa.schema([pa.field("pid", pa.int64())]))
 
     return warm
 
