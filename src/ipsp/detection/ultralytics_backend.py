@@ -36,6 +36,25 @@ def offline_environment(config_dir: Path | None = None, verbose: bool = False) -
     os.environ.setdefault("YOLO_VERBOSE", str(verbose))
 
 
+def _restore_pil_open() -> None:
+    """Undo ultralytics' process-wide patch of ``PIL.Image.open``.
+
+    On import it replaces PIL's open with one that, on an unidentified image,
+    tries to pip-install a HEIF plugin: offline that turns every corrupt frame
+    anywhere in the process (the packer's validation included) into an import
+    error instead of PIL's ``UnidentifiedImageError``.
+    """
+    from PIL import Image
+
+    try:
+        from ultralytics.utils import patches
+    except ImportError:
+        return
+    original = getattr(patches, "_image_open", None)
+    if original is not None and Image.open is not original:
+        Image.open = original
+
+
 def import_ultralytics() -> Any:
     """Import ultralytics offline, with a clear message when the ``train`` extra is missing."""
     offline_environment()
@@ -45,6 +64,7 @@ def import_ultralytics() -> Any:
         raise ModelError("the ultralytics backend needs the 'train' extra: pip install -e '.[train]'") from exc
     from ultralytics.utils import SETTINGS
 
+    _restore_pil_open()
     # no analytics, no syncing with hub services
     if SETTINGS.get("sync", False):
         SETTINGS.update({"sync": False})
