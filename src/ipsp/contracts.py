@@ -219,6 +219,14 @@ class AnalysisResult(Contract):
     schema_version: Literal["1.0"] = SCHEMA_VERSION
 
 
+def event_id(camera_id: str, event_time: datetime) -> str:
+    """Deterministic ``_id`` of one event (camera, event time): a resend rewrites it, a new loop does not.
+
+    Sorts by time within a camera, so a camera's events over a time range are one ``_id`` range.
+    """
+    return f"{camera_id}|{format_time(event_time)}"
+
+
 def window_id(camera_id: str, window_start: datetime) -> str:
     """Deterministic ``_id`` of a window so a replayed batch overwrites, never duplicates."""
     return f"{camera_id}|{_utc(window_start).strftime('%Y-%m-%dT%H:%M:%SZ')}"

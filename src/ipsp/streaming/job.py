@@ -155,6 +155,8 @@ class BatchSink:
         self.report = report
         self.cameras = load_cameras_config(settings.cameras_config)
         self.in_batch = threading.Event()
+        self.lock = threading.Lock()
+        self.stop = StopRequest()
         self.last_batch: int | None = None
         self.previous_start: datetime | None = None
 
@@ -166,7 +168,12 @@ class BatchSink:
         return traffic_status(density, vehicles, thresholds)
 
     def __call__(self, df: Any, batch_id: int) -> None:
-        self.in_batch.set()
+        with self.lock:
+            if self.stop.requested.is_set():
+                # refuse the batch: it stays uncommitted (nothing of it was written) and runs on restart
+                log.warning("stopping: batch %d is left for the next run", batch_id)
+                raise GracefulStop(f"stop requested before batch {batch_id}")
+            self.in_batch.set()
         try:
             self.run(df, batch_id)
             self.last_batch = batch_id
@@ -433,12 +440,18 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.requested = threading.Event()
+        self.by_signal = False
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         if self.requested.is_set():
             raise KeyboardInterrupt  # a second signal stops at once
         log.warning("signal %d: stopping after the current batch (send again to stop now)", signum)
+        self.by_signal = True
         self.requested.set()
+
+
+class GracefulStop(Exception):
+    """Raised in ``foreachBatch`` to refuse a batch once a stop was requested."""
 
 
 def run_stream(
@@ -490,14 +503,14 @@ def run_stream(
     else:
         writer = writer.trigger(processingTime=f"{options.trigger_seconds} seconds")
 
-    stop = StopRequest()
+    stop = handler.stop
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         query = writer.start()
         ui = spark.sparkContext.uiWebUrl
         log.info("query %s started (%s); checkpoint %s%s", options.query_name, options.mode, checkpoint,
                  f"; Spark UI {ui}" if ui else "")  # fmt: skip
-        wait(query, handler, stop, report, until)
+        wait(query, handler, report, until)
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -532,24 +545,35 @@ def task_slots(master: str, default_parallelism: int) -> int:
 def wait(
     query: Any,
     handler: BatchSink,
-    stop: StopRequest,
     report: StreamReport,
     until: Callable[[StreamReport], bool] | None = None,
 ) -> None:
-    """Wait for the query; on a stop request stop it between batches; raise its failure clearly."""
+    """Wait for the query; on a stop request stop it between batches; raise its failure clearly.
+
+    A stop (signal, or ``until`` true) lets the running batch finish and commit:
+    the query is stopped while idle, or the next batch refuses to start
+    (``GracefulStop``), staying uncommitted for the next run.
+    """
     from pyspark.errors import StreamingQueryException
 
+    stop = handler.stop
     try:
         while query.isActive:
-            done = until is not None and until(report)
-            if (stop.requested.is_set() or done) and between_batches(query, handler):
-                report.stopped_by_signal = not done
-                query.stop()
-                break
+            if until is not None and until(report):
+                stop.requested.set()
+            if stop.requested.is_set():
+                with handler.lock:
+                    idle = between_batches(query, handler)
+                if idle:
+                    query.stop()
+                    break
             query.awaitTermination(0.5)
         query.awaitTermination()
     except StreamingQueryException as exc:
-        raise StreamFailed(describe_failure(exc, report)) from None
+        if not (stop.requested.is_set() and "GracefulStop" in str(exc)):
+            raise StreamFailed(describe_failure(exc, report)) from None
+    finally:
+        report.stopped_by_signal = stop.by_signal
 
 
 def between_batches(query: Any, handler: BatchSink) -> bool:
