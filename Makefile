@@ -6,24 +6,37 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 IPSP := $(BIN)/ipsp
-STAMP := $(VENV)/.installed
+# the demo needs only the package (no torch); tests and benchmarks add the dev and train extras
+BASE_STAMP := $(VENV)/.installed-base
+DEV_STAMP := $(VENV)/.installed-dev
 FRAMES ?= 600
-EXTRAS ?= dev,train
+PREREQS := 1_infrastructure/local/prereqs.sh
 
-.PHONY: help setup fetch up down status demo test lint unit integration bench \
+.PHONY: help prereqs-demo prereqs-test setup setup-dev fetch up down status demo test lint unit integration bench \
         bench-pack bench-produce bench-detect bench-pipeline bench-serve clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+"; exit 1; }
+prereqs-demo:
+	@PYTHON=$(PYTHON) bash $(PREREQS) demo
+
+prereqs-test:
+	@PYTHON=$(PYTHON) bash $(PREREQS) test
+
+$(BASE_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
-	touch $(STAMP)
+	$(BIN)/pip install -q -e .
+	touch $(BASE_STAMP)
 
-setup: $(STAMP) ## create .venv with the package, dev tools and the train extra
+$(DEV_STAMP): $(BASE_STAMP)
+	$(BIN)/pip install -q -e ".[dev,train]"
+	touch $(DEV_STAMP)
+
+setup: prereqs-demo $(BASE_STAMP) ## create .venv with the package (what the demo needs; no torch)
+
+setup-dev: prereqs-test $(DEV_STAMP) ## add the dev tools and the train extra (ultralytics, torch) for tests
 
 fetch: setup ## fetch and build the local services (Kafka, FerretDB, S3 server, Spark connector)
 	$(IPSP) stack fetch
@@ -37,38 +50,38 @@ down: ## stop what `make up` started
 status: ## show the local stack
 	$(IPSP) stack status
 
-demo: up ## the main job end to end on the local stack (FRAMES=11508 for the full feed)
+demo: prereqs-demo up ## the main job end to end on the local stack (FRAMES=11508 for the full feed)
 	$(IPSP) demo --frames $(FRAMES)
 
-lint: setup ## ruff and mypy
+lint: setup-dev ## ruff and mypy
 	$(BIN)/ruff check src tests benchmarks 2_preprocessing 3_spark_processor 4_model_training
 	$(BIN)/ruff format --check src tests benchmarks 2_preprocessing 3_spark_processor 4_model_training
 	$(BIN)/mypy
 
-unit: setup ## unit tests (nothing but pytest)
+unit: setup-dev ## unit tests (nothing but pytest)
 	$(BIN)/pytest tests/unit
 
-integration: up ## integration tests against the real local stack
+integration: setup-dev up ## integration tests against the real local stack
 	$(BIN)/pytest tests/integration
 
-test: lint up ## everything CI runs: lint, unit and integration tests
+test: prereqs-test lint up ## everything CI runs: lint, unit and integration tests
 	$(BIN)/pytest tests
 
 bench: bench-detect bench-pack bench-produce bench-pipeline bench-serve ## all benchmarks
 
-bench-detect: setup ## detector frames/s per backend and batch size
+bench-detect: setup-dev ## detector frames/s per backend and batch size
 	$(BIN)/python benchmarks/bench_detect.py
 
-bench-pack: up ## pack the synthetic feed vs tar
+bench-pack: setup-dev up ## pack the synthetic feed vs tar
 	$(BIN)/python benchmarks/bench_pack.py
 
-bench-produce: up ## producer msg/s and rate accuracy
+bench-produce: setup-dev up ## producer msg/s and rate accuracy
 	$(BIN)/python benchmarks/bench_produce.py
 
-bench-pipeline: up ## end-to-end efficiency vs the detector alone, latency
+bench-pipeline: setup-dev up ## end-to-end efficiency vs the detector alone, latency
 	$(BIN)/python benchmarks/bench_pipeline.py
 
-bench-serve: up ## API requests/s and p95 latency
+bench-serve: setup-dev up ## API requests/s and p95 latency
 	$(BIN)/python benchmarks/bench_serve.py
 
 clean: down ## remove local state (stack data, caches) and the venv
