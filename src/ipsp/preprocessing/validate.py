@@ -179,6 +179,8 @@ def check_image(data: bytes, checks: Checks | None = None) -> CheckedImage:
             raise InvalidInput("corrupt", f"header does not parse: {_short(exc)}") from None
         width, height = image.size
         _check_size(width, height, checks)
+        if fmt == "jpeg" and not checks.reencode:
+            image.draft(image.mode, (-(-width // 8), -(-height // 8)))
         try:
             image.load()
         except OSError as exc:
