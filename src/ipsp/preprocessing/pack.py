@@ -531,7 +531,7 @@ def pack(
                     .collect()
                 ),
             )
-        timings["inspect_s"] = time.perf_counter() - t0
+        timings["inspect_s"] = time.perf_counter() - t0 - session.started_in(t0)
         timings["task_read_s"] = sum(r["read_s"] for r in inspected)
         timings["task_decode_validate_s"] = sum(r["check_s"] for r in inspected)
         timings["decodes_skipped"] = sum(1 for r in inspected if r.get("reused"))
@@ -575,7 +575,7 @@ def pack(
                     .collect()
                 ),
             )
-        timings["write_s"] = time.perf_counter() - t0
+        timings["write_s"] = time.perf_counter() - t0 - session.started_in(t0)
         for name in ("read_s", "check_s", "lmdb_s", "upload_s", "verify_s"):
             timings[f"shard_{name}"] = sum(r.get(name, 0.0) for r in written)
     finally:
@@ -608,13 +608,19 @@ class _LazySpark:
         self.settings = settings
         self.timings = timings
 
+        self.started_at = 0.0
+
     def context(self) -> Any:
         """The SparkContext, starting a session now when there is none yet."""
         if self.session is None:
-            t0 = time.perf_counter()
+            self.started_at = time.perf_counter()
             self.session = _spark_session(self.settings)
-            self.timings["spark_start_s"] = time.perf_counter() - t0
+            self.timings["spark_start_s"] = time.perf_counter() - self.started_at
         return self.session.sparkContext
+
+    def started_in(self, since: float) -> float:
+        """Seconds of Spark start-up spent after ``since`` (to keep it out of a stage's wall time)."""
+        return self.timings.get("spark_start_s", 0.0) if self.started_at >= since else 0.0
 
     def stop(self) -> None:
         """Stop the session when this pack started it."""
