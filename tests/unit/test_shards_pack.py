@@ -1,4 +1,4 @@
-"""The packer's driver-side logic: locations, name parsing into rejects, duplicate removal."""
+"""The packer's driver-side logic: locations, name parsing into rejects, duplicates, read-ahead, shard groups."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from ipsp.errors import UserError
 from ipsp.preprocessing.pack import (
     InputFile,
     _check_locations,
-    balance,
-    read_ahead,
     _drop_duplicates,
     _parse_names,
+    balance,
     normalize_uri,
+    read_ahead,
 )
 from ipsp.preprocessing.shards import PlannedFrame, ShardPlan
 from ipsp.preprocessing.validate import DEFAULT_NAME_PATTERN, compile_pattern
