@@ -47,6 +47,27 @@ def connector_jars(settings: Settings) -> list[Path]:
     raise UserError(f"the Spark Kafka connector jars are missing from {folder}: run `ipsp stack fetch`")
 
 
+def s3a_conf(settings: Settings) -> dict[str, str]:
+    """Hadoop settings so ``s3a://bucket/key`` paths reach the configured S3 server.
+
+    Path-style addressing and plain HTTP suit a local or in-cluster server (S3Proxy,
+    MinIO); the SDK's default credential chain is replaced by the configured keys.
+    """
+    endpoint = settings.s3_endpoint
+    prefix = "spark.hadoop.fs.s3a."
+    values = {
+        "endpoint": endpoint,
+        "endpoint.region": settings.s3_region,
+        "path.style.access": "true",
+        "connection.ssl.enabled": str(endpoint.startswith("https://")).lower(),
+    }
+    if settings.s3_access_key:
+        values["aws.credentials.provider"] = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+        values["access.key"] = settings.s3_access_key
+        values["secret.key"] = settings.s3_secret_key.get_secret_value()
+    return {prefix + key: value for key, value in values.items()}
+
+
 def spark_conf(app_name: str, settings: Settings, jars: list[Path], **conf: Any) -> dict[str, str]:
     """The configuration ``build_spark`` applies; ``conf`` (Spark key -> value) wins."""
     python = sys.executable
@@ -71,6 +92,7 @@ def spark_conf(app_name: str, settings: Settings, jars: list[Path], **conf: Any)
     if settings.spark_master.startswith("local"):
         base["spark.driver.host"] = "127.0.0.1"
         base["spark.driver.bindAddress"] = "127.0.0.1"
+    base.update(s3a_conf(settings))
     if jars:
         base["spark.jars"] = ",".join(str(jar) for jar in jars)
     base.update(conf)

@@ -56,3 +56,24 @@ def test_connector_jars_found_or_a_clear_error(tmp_path: Path) -> None:
         "kafka-clients-3.9.2.jar",
         "spark-sql-kafka-0-10_2.13-4.2.0.jar",
     ]
+
+
+def test_s3a_points_at_the_configured_server(tmp_path: Path) -> None:
+    settings = Settings(
+        home=tmp_path,
+        s3_endpoint="http://127.0.0.1:9400",
+        s3_access_key="AK",
+        s3_secret_key="SK",
+        s3_region="eu-west-1",
+    )
+
+    conf = spark_conf("job", settings, [])
+
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9400"
+    assert conf["spark.hadoop.fs.s3a.endpoint.region"] == "eu-west-1"
+    assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
+    assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "false"
+    assert (conf["spark.hadoop.fs.s3a.access.key"], conf["spark.hadoop.fs.s3a.secret.key"]) == ("AK", "SK")
+    https = spark_conf("job", Settings(home=tmp_path, s3_endpoint="https://s3.example:443"), [])
+    assert https["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "true"
+    assert "spark.hadoop.fs.s3a.access.key" not in https  # no keys: the SDK's own chain decides

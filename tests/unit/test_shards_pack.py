@@ -1,7 +1,9 @@
-"""The packer's driver-side logic: locations, name parsing into rejects, duplicate removal."""
+"""The packer's driver-side logic: locations, name parsing into rejects, duplicates, read-ahead, shard groups."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,9 +15,11 @@ from ipsp.preprocessing.pack import (
     _check_locations,
     _drop_duplicates,
     _parse_names,
+    balance,
     normalize_uri,
+    read_ahead,
 )
-from ipsp.preprocessing.shards import PlannedFrame
+from ipsp.preprocessing.shards import PlannedFrame, ShardPlan
 from ipsp.preprocessing.validate import DEFAULT_NAME_PATTERN, compile_pattern
 
 
@@ -64,3 +68,33 @@ def test_duplicates_keep_the_first_in_camera_and_frame_order() -> None:
     assert [(r.file, r.reason, r.duplicate_of) for r in rejects] == [
         ("cam_02_00001.jpg", "duplicate", "cam_01_00009.jpg")
     ]
+
+
+def test_read_ahead_keeps_order_and_runs_a_bounded_window_ahead() -> None:
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def load(n: int) -> int:
+        with lock:
+            started.append(n)
+        time.sleep(0.01 * (n % 3))  # later items may finish first
+        return n * n
+
+    seen = []
+    for item, value in read_ahead(range(20), load, depth=4):
+        seen.append((item, value))
+        with lock:
+            assert max(started) <= item + 4  # never more than `depth` loads ahead of the consumer
+    assert seen == [(n, n * n) for n in range(20)]
+
+
+def test_balance_deals_shards_into_groups_of_similar_bytes() -> None:
+    def plan(key: str, size: int) -> ShardPlan:
+        frame = PlannedFrame(key, "cam_01", 0, f"{key}.jpg", size, "0" * 64, 8, 8, "jpeg")
+        return ShardPlan(key=key, camera_id="cam_01", frames=(frame,))
+
+    plans = [plan(f"s{i}", size) for i, size in enumerate([90, 10, 50, 40, 30, 30])]
+    groups = balance(plans, 2)
+    assert sorted(p.key for g in groups for p in g) == sorted(p.key for p in plans)
+    assert sorted(sum(p.data_bytes for p in g) for g in groups) == [120, 130]  # largest first, to the lightest
+    assert len(balance(plans[:1], 4)) == 1  # never an empty group

@@ -69,3 +69,13 @@ def test_resolve_splits_uri(store) -> None:  # type: ignore[no-untyped-def]
 def test_unsupported_scheme() -> None:
     with pytest.raises(StorageError, match="unsupported storage URI"):
         open_store("ftp://host/x")
+
+
+def test_a_staged_file_is_moved_into_place_unlisted_until_then(store) -> None:  # type: ignore[no-untyped-def]
+    staged = store.staging_path("shards/cam_01/cam_01-0000.lmdb")
+    staged.write_bytes(b"shard bytes")
+    assert [info.key for info in store.list()] == []  # a half-written file is not an object
+    digest = store.place_file(staged, "shards/cam_01/cam_01-0000.lmdb")
+    assert digest == hashlib.sha256(b"shard bytes").hexdigest()
+    assert not staged.exists()
+    assert store.get("shards/cam_01/cam_01-0000.lmdb") == b"shard bytes"

@@ -28,7 +28,9 @@ from ipsp.localstack.ports import require_free
 Say = Callable[[str], None]
 
 KAFKA_JVM = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
-S3PROXY_JVM = ["-Xms64m", "-Xmx256m"]
+# S3Proxy holds a signed (non-chunked) request body in the heap to check its sha256,
+# up to 128 MiB each: room for one shard-sized PUT per packing core, plus headroom
+S3PROXY_JVM = ["-Xms64m", "-Xmx768m"]
 COMMON_JVM = ["-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true"]
 
 

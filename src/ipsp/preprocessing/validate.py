@@ -153,11 +153,12 @@ def sniff_format(data: bytes) -> str:
     raise InvalidInput("not_image", f"starts with {head!r}")
 
 
-def check_image(data: bytes, checks: Checks | None = None) -> CheckedImage:
+def check_image(data: bytes, checks: Checks | None = None, sha256: str | None = None) -> CheckedImage:
     """Validate one image fully and return the bytes to store (re-encoded when asked).
 
     The header's dimensions are checked before any pixel is decoded; then the
     whole stream is decoded, since only that reveals a truncated or corrupt one.
+    ``sha256``: the digest of ``data`` when the caller already took it while reading.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -179,6 +180,8 @@ def check_image(data: bytes, checks: Checks | None = None) -> CheckedImage:
             raise InvalidInput("corrupt", f"header does not parse: {_short(exc)}") from None
         width, height = image.size
         _check_size(width, height, checks)
+        if fmt == "jpeg" and not checks.reencode:
+            image.draft(image.mode, (-(-width // 8), -(-height // 8)))
         try:
             image.load()
         except OSError as exc:
@@ -189,7 +192,9 @@ def check_image(data: bytes, checks: Checks | None = None) -> CheckedImage:
     if checks.reencode:
         data, width, height = _reencode(image, checks)
         fmt = "jpeg"
-    return CheckedImage(data=data, width=width, height=height, format=fmt, sha256=hashlib.sha256(data).hexdigest())
+        sha256 = None
+    digest = sha256 or hashlib.sha256(data).hexdigest()
+    return CheckedImage(data=data, width=width, height=height, format=fmt, sha256=digest)
 
 
 def parse_fit(text: str) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from ipsp.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, StorageError, check_key
+from ipsp.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, StorageError, check_key, sha256_file
 
 
 class LocalStore(ObjectStore):
@@ -69,6 +69,22 @@ class LocalStore(ObjectStore):
         tmp = target.with_name(f".{target.name}.part")
         shutil.copyfile(path, tmp)
         os.replace(tmp, target)
+
+    def staging_path(self, key: str) -> Path:
+        """A temporary path beside ``key``'s file (same folder, so same file system).
+
+        A writer builds a large file there and ``place_file`` moves it into place:
+        no second copy of the bytes. The ``.part`` suffix keeps it out of ``list``.
+        """
+        target = self._path(check_key(key))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target.with_name(f".{target.name}.{os.getpid()}.part")
+
+    def place_file(self, path: Path, key: str) -> str:
+        """Move a file built at ``staging_path(key)`` to ``key`` atomically; return its sha256."""
+        digest = sha256_file(path)
+        os.replace(path, self._path(check_key(key)))
+        return digest
 
     def _download(self, key: str, path: Path) -> None:
         source = self._path(key)
