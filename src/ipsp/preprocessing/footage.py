@@ -187,8 +187,9 @@ def clip_frames(path: Path) -> tuple[np.ndarray, ...]:
 def read_reference(path: Path, min_confidence: float = 0.0) -> dict[int, list[RefBox]]:
     """Reference vehicles per frame from an ``.otdet`` file: frame index (0-based) -> (class, conf, xyxy).
 
-    OTVision writes boxes as centre ``x, y`` and size ``w, h`` in pixels, frames
-    numbered from 1; only vehicle classes are kept, mapped to traffic classes.
+    These files (otdet 1.4) give boxes as top-left ``x, y`` and size ``w, h`` in
+    pixels (checked against the frames), frames numbered from 1; only vehicle
+    classes are kept, mapped to traffic classes.
     """
     with bz2.open(path, "rt") as fh:
         data = json.load(fh)
@@ -200,6 +201,6 @@ def read_reference(path: Path, min_confidence: float = 0.0) -> dict[int, list[Re
             if cls is None or float(det["confidence"]) < min_confidence:
                 continue
             x, y, w, h = (float(det[k]) for k in ("x", "y", "w", "h"))
-            boxes.append((cls, float(det["confidence"]), (x - w / 2, y - h / 2, x + w / 2, y + h / 2)))
+            boxes.append((cls, float(det["confidence"]), (x, y, x + w, y + h)))
         out[int(key) - 1] = boxes
     return out
