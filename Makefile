@@ -11,7 +11,7 @@ FRAMES ?= 600
 EXTRAS ?= dev,train
 
 .PHONY: help setup fetch up down status demo test lint unit integration bench \
-        bench-pack bench-produce bench-detect bench-pipeline bench-serve clean
+        bench-pack bench-produce bench-detect bench-fidelity bench-pipeline bench-serve clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -54,10 +54,13 @@ integration: up ## integration tests against the real local stack
 test: lint up ## everything CI runs: lint, unit and integration tests
 	$(BIN)/pytest tests
 
-bench: bench-detect bench-pack bench-produce bench-pipeline bench-serve ## all benchmarks
+bench: bench-detect bench-fidelity bench-pack bench-produce bench-pipeline bench-serve ## all benchmarks
 
 bench-detect: setup ## detector frames/s per backend and batch size
 	$(BIN)/python benchmarks/bench_detect.py
+
+bench-fidelity: setup ## detector precision/recall/count error vs reference labels on real road footage
+	$(BIN)/python benchmarks/bench_fidelity.py
 
 bench-pack: up ## pack the synthetic feed vs tar
 	$(BIN)/python benchmarks/bench_pack.py
