@@ -101,6 +101,14 @@ def step(title: str, *args: str, capture: bool = False) -> str:
     return proc.stdout or ""
 
 
+def shown(path: Path | str) -> str:
+    """A path as the user should see it: relative to the working folder when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def frame_interval(frames: int, cameras: int, window_seconds: int, windows: int = MIN_WINDOWS) -> float:
     """Seconds between a camera's frames so that they span ``windows`` windows (plus one for margin).
 
@@ -130,7 +138,7 @@ def choose_feed(home: Path) -> str:
         return "photos"
     prov = footage.provenance
     typer.echo(f"    feed: real road footage, {prov['package']} {prov['version']} from {prov['registry']} "
-               f"({prov['licence']}), provenance in {footage.folder / 'provenance.json'}")  # fmt: skip
+               f"({prov['licence']}), provenance in {shown(footage.folder / 'provenance.json')}")  # fmt: skip
     return "footage"
 
 
@@ -238,9 +246,9 @@ def run_demo(frames: int, cameras: int, images: Path | None, report: bool) -> No
     if images is None:
         step(
             "synthesize the feed",
-            "synth", str(run.source), "--frames", str(frames), "--cameras", str(cameras), "--feed", feed,
+            "synth", shown(run.source), "--frames", str(frames), "--cameras", str(cameras), "--feed", feed,
         )  # fmt: skip
-    step("pack into LMDB shards on S3", "pack", str(run.source), "--to", run.dataset_uri)
+    step("pack into LMDB shards on S3", "pack", shown(run.source), "--to", run.dataset_uri)
     interval = frame_interval(frames, cameras, settings.window_seconds)
     step(
         "produce to a fresh topic",
@@ -263,12 +271,12 @@ def make_report(settings: Any) -> str | None:
     """Write the HTML report when ``ipsp report`` is available; its path, or None."""
     out = Path(settings.home) / "demo" / "report"
     try:
-        text = step("HTML report", "report", "--out", str(out), capture=True)
+        text = step("HTML report", "report", "--out", shown(out), capture=True)
     except UserError as exc:
         typer.secho(f"    report skipped: {exc}", fg=typer.colors.YELLOW)
         return None
     found = re.findall(r"\S+\.html", text)
-    return found[-1] if found else str(out / "report.html")
+    return shown(found[-1] if found else out / "report.html")
 
 
 def where_next(settings: Any, run: DemoRun, sizes: dict[str, int], report: str | None, seconds: float) -> None:
