@@ -13,7 +13,7 @@ FRAMES ?= 600
 PREREQS := 1_infrastructure/local/prereqs.sh
 
 .PHONY: help prereqs-demo prereqs-test setup setup-dev fetch up down status demo test lint unit integration bench \
-        bench-pack bench-produce bench-detect bench-pipeline bench-serve clean
+        bench-pack bench-produce bench-detect bench-fidelity bench-pipeline bench-serve clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -67,10 +67,13 @@ integration: setup-dev up ## integration tests against the real local stack
 test: prereqs-test lint up ## everything CI runs: lint, unit and integration tests
 	$(BIN)/pytest tests
 
-bench: bench-detect bench-pack bench-produce bench-pipeline bench-serve ## all benchmarks
+bench: bench-detect bench-fidelity bench-pack bench-produce bench-pipeline bench-serve ## all benchmarks
 
 bench-detect: setup-dev ## detector frames/s per backend and batch size
 	$(BIN)/python benchmarks/bench_detect.py
+
+bench-fidelity: setup-dev ## detector precision/recall/count error vs reference labels on real road footage
+	$(BIN)/python benchmarks/bench_fidelity.py
 
 bench-pack: setup-dev up ## pack the synthetic feed vs tar
 	$(BIN)/python benchmarks/bench_pack.py

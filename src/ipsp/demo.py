@@ -4,10 +4,14 @@ Steps, each the same ``ipsp`` subcommand a user would run by hand (printed as it
 starts, so the path can be replayed step by step):
 
 1. ``ipsp stack up``: local Kafka, FerretDB and S3 server (fetched on first use);
-2. ``ipsp synth``: a synthetic feed (skipped with ``--images DIR``);
+2. ``ipsp synth``: the 20-camera feed from real road footage fetched on first use
+   (``--feed footage``); when the fetch fails, the photo-based fallback
+   (``--feed photos``) with a loud line saying so (skipped with ``--images DIR``);
 3. ``ipsp pack``: LMDB shards + manifest on the local S3 server
    (``s3://ipsp/datasets/demo-...``; re-packing the same input is verified and skipped);
-4. ``ipsp produce``: the manifest into a fresh Kafka topic, as fast as possible;
+4. ``ipsp produce``: the manifest into a fresh Kafka topic, as fast as possible, with
+   a camera's frames ``--frame-interval`` seconds apart on the event clock so that
+   every camera spans at least ``MIN_WINDOWS`` windows;
 5. ``ipsp stream --available-now``: Spark Structured Streaming until drained;
 6. a per-camera summary read back from MongoDB, the HTML report (``ipsp report``)
    and where to look next.
@@ -19,6 +23,7 @@ event clock, so a second run rewrites the same documents and windows.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import shlex
@@ -39,6 +44,8 @@ EVENT_START = "2026-01-01T08:00:00Z"
 DEFAULT_FRAMES = 600
 DEFAULT_CAMERAS = 20
 VEHICLES = ("motorbike", "car", "bus", "truck")
+#: every camera's frames span at least this many event-time windows (one more for margin)
+MIN_WINDOWS = 10
 
 
 @dataclass
@@ -94,19 +101,60 @@ def step(title: str, *args: str, capture: bool = False) -> str:
     return proc.stdout or ""
 
 
-def dataset_name(images: Path | None, frames: int, cameras: int) -> str:
+def shown(path: Path | str) -> str:
+    """A path as the user should see it: relative to the working folder when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def frame_interval(frames: int, cameras: int, window_seconds: int, windows: int = MIN_WINDOWS) -> float:
+    """Seconds between a camera's frames so that they span ``windows`` windows (plus one for margin).
+
+    ``n`` frames ``dt`` apart starting on a window boundary touch ``floor((n - 1) dt / W) + 1``
+    windows; never less than the 1 s of the original footage.
+    """
+    per_camera = math.ceil(frames / cameras)
+    if per_camera < 2:
+        return float(window_seconds)
+    return float(max(1, math.ceil(windows * window_seconds / (per_camera - 1))))
+
+
+def choose_feed(home: Path) -> str:
+    """``footage`` when the real road clips are here or can be fetched, else ``photos`` (said loudly)."""
+    from ipsp.preprocessing.footage import fetch_footage
+
+    try:
+        footage = fetch_footage(home)
+    except UserError as exc:
+        typer.secho(
+            f"\n!!! FALLBACK FEED: real road footage unavailable ({exc}).\n"
+            "!!! The demo runs on the photo-based feed, which does NOT look like road traffic.",
+            fg=typer.colors.RED,
+            bold=True,
+            err=True,
+        )
+        return "photos"
+    prov = footage.provenance
+    typer.echo(f"    feed: real road footage, {prov['package']} {prov['version']} from {prov['registry']} "
+               f"({prov['licence']}), provenance in {shown(footage.folder / 'provenance.json')}")  # fmt: skip
+    return "footage"
+
+
+def dataset_name(images: Path | None, frames: int, cameras: int, feed: str = "footage") -> str:
     """A stable dataset name: the same input packs to the same place (so a re-run verifies, not re-packs)."""
     if images is None:
-        return f"demo-synth-{frames}f-{cameras}c"
+        return f"demo-{'road' if feed == 'footage' else 'photos'}-{frames}f-{cameras}c"
     slug = re.sub(r"[^a-z0-9]+", "-", images.name.lower()).strip("-")[:32] or "images"
     digest = hashlib.sha256(str(images.resolve()).encode()).hexdigest()[:8]
     return f"demo-{slug}-{digest}"
 
 
-def plan_run(images: Path | None, frames: int, cameras: int, home: Path) -> DemoRun:
+def plan_run(images: Path | None, frames: int, cameras: int, home: Path, feed: str = "footage") -> DemoRun:
     """Names and paths of this run (a fresh topic and replay id each time)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    name = dataset_name(images, frames, cameras)
+    name = dataset_name(images, frames, cameras, feed)
     source = images.resolve() if images is not None else home / "demo" / name
     return DemoRun(
         dataset=name,
@@ -193,20 +241,28 @@ def run_demo(frames: int, cameras: int, images: Path | None, report: bool) -> No
     settings = load_settings()  # picks up the stack's generated settings (credentials)
     typer.echo(f"    Kafka {status.kafka_bootstrap}, MongoDB {status.mongo_uri}, S3 {status.s3_endpoint}")
 
-    run = plan_run(images, frames, cameras, Path(settings.home))
+    feed = choose_feed(Path(settings.home)) if images is None else "images"
+    run = plan_run(images, frames, cameras, Path(settings.home), feed)
     if images is None:
-        step("synthesize a feed", "synth", str(run.source), "--frames", str(frames), "--cameras", str(cameras))
-    step("pack into LMDB shards on S3", "pack", str(run.source), "--to", run.dataset_uri)
+        step(
+            "synthesize the feed",
+            "synth", shown(run.source), "--frames", str(frames), "--cameras", str(cameras), "--feed", feed,
+        )  # fmt: skip
+    step("pack into LMDB shards on S3", "pack", shown(run.source), "--to", run.dataset_uri)
+    interval = frame_interval(frames, cameras, settings.window_seconds)
     step(
         "produce to a fresh topic",
         "produce", run.dataset_uri, "--topic", run.topic, "--as-fast-as-possible",
-        "--event-start", EVENT_START, "--replay-id", run.replay_id,
+        "--event-start", EVENT_START, "--replay-id", run.replay_id, "--frame-interval", f"{interval:g}",
     )  # fmt: skip
     step("stream until drained", "stream", "--topic", run.topic, "--available-now")
 
     rows, sizes = summarize(settings, run)
     typer.echo("")
     print_table(rows)
+    if feed == "photos":
+        typer.secho("!!! These numbers come from the FALLBACK photo feed, not from road footage.", fg=typer.colors.RED,
+                    bold=True)  # fmt: skip
     report_path = make_report(settings) if report else None
     where_next(settings, run, sizes, report_path, time.monotonic() - started)
 
@@ -215,12 +271,12 @@ def make_report(settings: Any) -> str | None:
     """Write the HTML report when ``ipsp report`` is available; its path, or None."""
     out = Path(settings.home) / "demo" / "report"
     try:
-        text = step("HTML report", "report", "--out", str(out), capture=True)
+        text = step("HTML report", "report", "--out", shown(out), capture=True)
     except UserError as exc:
         typer.secho(f"    report skipped: {exc}", fg=typer.colors.YELLOW)
         return None
     found = re.findall(r"\S+\.html", text)
-    return found[-1] if found else str(out / "report.html")
+    return shown(found[-1] if found else out / "report.html")
 
 
 def where_next(settings: Any, run: DemoRun, sizes: dict[str, int], report: str | None, seconds: float) -> None:

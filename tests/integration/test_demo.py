@@ -60,8 +60,15 @@ def test_demo_end_to_end_and_rerun_is_harmless(demo_db: tuple[dict[str, str], An
 
     assert db.analysis_results.count_documents({}) == FRAMES
     assert db.dead_letters.count_documents({}) == 0
+    assert "feed: real road footage" in out, out  # not the photo fallback
     first = windows_of(db)
     assert sum(frames for frames, _ in first.values()) == FRAMES
+    per_camera: dict[str, int] = {}
+    for window_id in first:
+        camera = window_id.split("|")[0]
+        per_camera[camera] = per_camera.get(camera, 0) + 1
+    assert len(per_camera) == CAMERAS and min(per_camera.values()) >= 10, per_camera
+    assert sum(d["counts"]["car"] for d in db.analysis_results.find({}, {"counts": 1})) > 0
     totals = sum(d["counts"]["total"] for d in db.analysis_results.find({}, {"counts": 1}))
     assert sum(counts["total"] for _, counts in first.values()) == totals
 

@@ -1,4 +1,4 @@
-"""Traffic metrics: class mapping, counts, density in a region of interest, status thresholds."""
+"""Traffic metrics: class mapping, cross-class suppression, ROI footprints, density, status thresholds."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import pytest
 
 from ipsp.contracts import Counts
 from ipsp.detection.metrics import (
+    DEFAULT_ROI,
     CamerasConfig,
     Thresholds,
     count_traffic,
     density_percent,
+    in_roi,
     load_cameras_config,
+    suppress_across_classes,
     traffic_status,
     traffic_summary,
 )
@@ -23,10 +26,15 @@ from ipsp.errors import UserError
 COCO = {0: "person", 1: "bicycle", 2: "car", 3: "motorcycle", 5: "bus", 7: "truck", 16: "dog"}
 
 
-def dets(rows: list[tuple[int, float, float, float, float]], size: tuple[int, int] = (100, 100)) -> Detections:
+def dets(
+    rows: list[tuple[int, float, float, float, float]],
+    size: tuple[int, int] = (100, 100),
+    scores: list[float] | None = None,
+) -> Detections:
     """Detections from (class id, x1, y1, x2, y2) rows."""
     arr = np.array([r[1:] for r in rows], np.float32).reshape(-1, 4)
-    return Detections.from_arrays(arr, np.full(len(rows), 0.9), [r[0] for r in rows], COCO, size)
+    conf = np.array(scores if scores is not None else [0.9] * len(rows), np.float32)
+    return Detections.from_arrays(arr, conf, [r[0] for r in rows], COCO, size)
 
 
 def test_coco_classes_map_to_traffic_classes() -> None:
@@ -40,10 +48,12 @@ def test_density_whole_frame_counts_only_vehicles() -> None:
     assert density_percent(d) == pytest.approx(3.0)
 
 
-def test_density_is_clipped_to_100() -> None:
+def test_density_is_the_union_of_boxes() -> None:
     d = dets([(2, 0, 0, 100, 100), (5, 0, 0, 100, 100)])
     assert density_percent(d) == 100.0
     assert density_percent(dets([])) == 0.0
+    overlapping = dets([(2, 0, 0, 20, 10), (2, 10, 0, 30, 10)])  # 200 + 200 px sharing 100
+    assert density_percent(overlapping) == pytest.approx(3.0)
 
 
 def test_density_inside_a_pixel_roi() -> None:
@@ -63,13 +73,17 @@ def test_density_roi_in_fractions_matches_pixels() -> None:
 @pytest.mark.parametrize(
     ("density", "vehicles", "thresholds", "status"),
     [
-        (5.0, 0, Thresholds(), "Free"),
-        (15.0, 0, Thresholds(), "Normal"),
-        (34.9, 0, Thresholds(), "Normal"),
-        (35.0, 0, Thresholds(), "Congested"),
+        (5.0, 5, Thresholds(), "Free"),
+        (15.0, 5, Thresholds(), "Normal"),
+        (39.9, 5, Thresholds(), "Normal"),
+        (40.0, 5, Thresholds(), "Congested"),
+        (90.0, 1, Thresholds(), "Free"),  # one vehicle filling the picture is not a jam
+        (90.0, 2, Thresholds(), "Free"),
+        (90.0, 3, Thresholds(), "Congested"),
+        (90.0, 1, Thresholds(min_vehicles=0), "Congested"),
         (1.0, 12, Thresholds(normal_vehicles=10, congested_vehicles=30), "Normal"),
         (1.0, 30, Thresholds(normal_vehicles=10, congested_vehicles=30), "Congested"),
-        (50.0, 0, Thresholds(normal=60, congested=80), "Free"),
+        (50.0, 5, Thresholds(normal=60, congested=80), "Free"),
     ],
 )
 def test_status_thresholds(density: float, vehicles: int, thresholds: Thresholds, status: str) -> None:
@@ -92,19 +106,105 @@ def test_cameras_yaml_per_camera_roi_thresholds_and_class_map(tmp_path: Path) ->
     )
     cfg = load_cameras_config(cfg_file)
     names = {**COCO, 9: "van"}
-    d = Detections.from_arrays(np.array([[0, 40, 10, 60], [0, 0, 10, 10]], np.float32), [0.9, 0.9], [9, 2], names,
-                               (100, 100))  # fmt: skip
-    counts, density, status = traffic_summary(d, "cam_01", 100, 100, cfg)
-    assert counts.car == 2 and counts.total == 2
-    assert density == pytest.approx(2.0) and status == "Normal"  # 100 px of 5,000 inside the ROI
-    other = traffic_summary(d, "cam_02", cameras_cfg=cfg)  # defaults: whole frame, thresholds 1/50
-    assert other.density_percent == pytest.approx(3.0) and other.status == "Normal"
+    # a van standing in the ROI (footprint y=60), a car above it (footprint y=10), two more cars in it
+    boxes = [[0, 40, 10, 60], [0, 0, 10, 10], [50, 70, 60, 80], [70, 70, 80, 80]]
+    d = Detections.from_arrays(np.array(boxes, np.float32), [0.9] * 4, [9, 2, 2, 2], names, (100, 100))
+    counts, density, status, kept = traffic_summary(d, "cam_01", 100, 100, cfg)
+    assert counts.car == 3 and counts.total == 3 and len(kept) == 4
+    assert density == pytest.approx(6.0) and status == "Congested"  # (100 + 100 + 100) px of 5,000
+    other = traffic_summary(d, "cam_02", cameras_cfg=cfg)  # default ROI (below the top quarter)
+    assert other.counts.total == 3 and other.density_percent == pytest.approx(400 / 75, abs=1e-3)
+    assert other.status == "Normal"
 
 
-def test_default_config_is_whole_frame() -> None:
+def test_default_config_counts_below_the_top_quarter() -> None:
     summary = traffic_summary(dets([(2, 0, 0, 50, 100)]), "cam_07")
-    assert summary == (Counts(car=1, total=1), 50.0, "Congested")
+    assert summary.counts == Counts(car=1, total=1)
+    assert summary.density_percent == pytest.approx(50.0) and summary.status == "Free"
     assert load_cameras_config(None) == CamerasConfig()
+    assert CamerasConfig().camera("cam_07")[:2] == (DEFAULT_ROI, "fraction")
+
+
+# --- hand-made road scenes at 1280x720 with the default config -------------------------
+
+
+def _car(x: float, y: float, w: float, h: float) -> tuple[int, float, float, float, float]:
+    return (2, x, y, x + w, y + h)
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "total", "status"),
+    [
+        ("empty road", [], 0, "Free"),
+        ("one car far away", [_car(600, 250, 60, 40)], 1, "Free"),
+        ("one car close to the lens", [_car(300, 300, 700, 420)], 1, "Free"),
+        (
+            "a few cars spread out",
+            [_car(100, 400, 180, 110), _car(700, 300, 120, 80), _car(1000, 550, 200, 130)],
+            3,
+            "Free",
+        ),
+        ("dense but moving", [_car(x, y, 220, 140) for x in (40, 520, 1000) for y in (220, 500)], 6, "Normal"),
+        (
+            "a queue filling the road",
+            [_car(x, y, 250, 160) for x in range(0, 1280, 230) for y in range(200, 720, 150)],
+            24,
+            "Congested",
+        ),
+        ("cars parked on the roofline", [_car(x, 20, 80, 60) for x in range(0, 1200, 100)], 0, "Free"),
+    ],
+)
+def test_hand_made_road_scenes(name: str, rows: list[tuple[int, float, float, float, float]], total: int,
+                               status: str) -> None:  # fmt: skip
+    summary = traffic_summary(dets(rows, size=(1280, 720)), "cam_01")
+    assert (summary.counts.total, summary.status) == (total, status), name
+
+
+# --- one object, one count --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rows", "scores", "kept_classes"),
+    [
+        # a car and a truck box on one object: the higher score wins, label and all
+        ([(2, 10, 10, 50, 40), (7, 11, 10, 51, 41)], [0.8, 0.6], ["car"]),
+        ([(2, 10, 10, 50, 40), (7, 11, 10, 51, 41)], [0.5, 0.7], ["truck"]),
+        # bus and truck and car on one object
+        ([(5, 0, 0, 60, 40), (7, 1, 1, 60, 41), (2, 2, 0, 61, 40)], [0.4, 0.9, 0.3], ["truck"]),
+        # two cars side by side barely touching: both stay
+        ([(2, 0, 0, 40, 30), (2, 35, 0, 75, 30)], [0.9, 0.8], ["car", "car"]),
+        # a person on a motorbike: the person is not a vehicle and stays
+        ([(3, 10, 20, 40, 60), (0, 12, 5, 38, 55)], [0.9, 0.9], ["motorcycle", "person"]),
+        # car and truck far apart: both stay
+        ([(2, 0, 0, 20, 20), (7, 60, 60, 90, 90)], [0.9, 0.9], ["car", "truck"]),
+    ],
+)
+def test_suppression_across_vehicle_classes(
+    rows: list[tuple[int, float, float, float, float]], scores: list[float], kept_classes: list[str]
+) -> None:
+    kept = suppress_across_classes(dets(rows, scores=scores))
+    assert sorted(kept.class_names) == sorted(kept_classes)
+
+
+def test_one_object_scored_twice_counts_once_in_the_summary() -> None:
+    d = dets([(2, 10, 40, 50, 80), (7, 10, 41, 50, 80)], scores=[0.9, 0.6])
+    summary = traffic_summary(d, "cam_01")
+    assert summary.counts == Counts(car=1, total=1)
+    assert summary.detections.class_names == ["car"]
+
+
+@pytest.mark.parametrize(
+    ("box", "inside"),
+    [
+        ((10, 10, 30, 40), False),  # footprint (20, 40) above the ROI's top edge at y=50
+        ((10, 30, 30, 60), True),  # the top sticks out, the wheels stand in it
+        ((60, 80, 90, 130), True),  # footprint below the frame edge is clipped into it
+        ((-20, 60, 6, 90), False),  # boxes are clipped to the frame: footprint x=3, left of the ROI
+    ],
+)
+def test_footprint_decides_whether_a_box_is_in_the_roi(box: tuple[float, float, float, float], inside: bool) -> None:
+    roi = [(5, 50), (100, 50), (100, 100), (5, 100)]
+    assert in_roi(dets([(2, *box)]), roi).tolist() == [inside]
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,7 @@ def detect(
         summary = traffic_summary(result, camera, cameras_cfg=cfg)
         record = {
             "path": str(path),
-            "detections": result.to_records(class_map),
+            "detections": summary.detections.to_records(class_map),
             "counts": summary.counts.model_dump(),
         }
         if output is OutputFormat.jsonl:

@@ -1,24 +1,38 @@
 """Traffic metrics of one frame: counts per traffic class, density and status.
 
-- Model classes map to traffic classes by name (COCO ``motorcycle`` -> ``motorbike``,
-  ``car``, ``bus``, ``truck``; ``bicycle`` and ``person`` are counted apart and not in
-  ``total``). A model trained on the traffic classes maps onto itself.
-- ``density_percent`` = area of vehicle boxes inside the camera's region of interest
-  / ROI area, clipped to 0..100 (overlapping boxes add up, hence the clip).
-- ``traffic_status`` comes from per-camera density thresholds (and optional vehicle
-  count thresholds): ``Free`` below ``normal``, ``Congested`` from ``congested`` on.
+The steps, in order (``traffic_summary``):
+
+1. Model classes map to traffic classes by name (COCO ``motorcycle`` -> ``motorbike``,
+   ``car``, ``bus``, ``truck``; ``bicycle`` and ``person`` are counted apart and not
+   in ``total``). A model trained on the traffic classes maps onto itself.
+2. **One object, one count**: boxes of the vehicle classes are suppressed across
+   classes (class-agnostic NMS at ``suppress_iou``): when a detector scores one
+   object as both a car and a truck, only the higher-scoring box (and its label) stays.
+3. **Counting on the road**: an object counts only when its footprint (the middle
+   of its box's bottom edge, where it touches the road) lies in the camera's region
+   of interest. Without a configured ROI the default one is the frame below its top
+   ``DEFAULT_ROI_TOP`` (sky, facades and far vehicles too small to judge).
+4. ``density_percent`` = share of the ROI covered by the counted vehicles' boxes
+   (their union, so overlaps do not add up), 0..100.
+5. ``traffic_status`` from per-camera thresholds: fewer than ``min_vehicles``
+   vehicles is always ``Free`` (one or two vehicles are not a jam, however close to
+   the lens); otherwise ``Congested`` from ``congested`` % on, ``Normal`` from
+   ``normal`` %, else ``Free`` (optional vehicle-count thresholds as well).
 
 Per-camera settings live in a YAML file (``IPSP_CAMERAS_CONFIG``)::
 
     defaults:
-      thresholds: {normal: 15, congested: 35}
+      roi: [[0, 0.25], [1, 0.25], [1, 1], [0, 1]]
+      roi_units: fraction
+      thresholds: {normal: 15, congested: 40, min_vehicles: 3}
     class_map: {van: car}            # extra model-class -> traffic-class names
+    suppress_iou: 0.6
     cameras:
       cam_01:
         roi: [[0, 300], [1280, 300], [1280, 720], [0, 720]]   # pixels (or roi_units: fraction)
         thresholds: {normal: 10, congested: 30, congested_vehicles: 40}
 
-Without a file every camera uses the whole frame and the default thresholds.
+Without a file every camera uses the default ROI and thresholds.
 """
 
 from __future__ import annotations
@@ -50,6 +64,11 @@ DEFAULT_CLASS_MAP: dict[str, str] = {
     "pedestrian": "person",
 }
 TRAFFIC_CLASSES: tuple[str, ...] = (*VEHICLE_CLASSES, *OTHER_CLASSES)
+#: default ROI (fractions of the frame): all but the top quarter
+DEFAULT_ROI_TOP = 0.25
+DEFAULT_ROI: list[tuple[float, float]] = [(0.0, DEFAULT_ROI_TOP), (1.0, DEFAULT_ROI_TOP), (1.0, 1.0), (0.0, 1.0)]
+#: IoU above which two vehicle boxes of different classes are one object
+DEFAULT_SUPPRESS_IOU = 0.6
 
 
 class Thresholds(BaseModel):
@@ -58,7 +77,8 @@ class Thresholds(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     normal: float = Field(15.0, ge=0.0, le=100.0, description="density % from which traffic is Normal")
-    congested: float = Field(35.0, ge=0.0, le=100.0, description="density % from which it is Congested")
+    congested: float = Field(40.0, ge=0.0, le=100.0, description="density % from which it is Congested")
+    min_vehicles: int = Field(3, ge=0, description="fewer vehicles than this is always Free")
     normal_vehicles: int | None = Field(None, ge=0, description="vehicle count from which it is Normal")
     congested_vehicles: int | None = Field(None, ge=0, description="vehicle count from which it is Congested")
 
@@ -77,7 +97,7 @@ class CameraConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    roi: list[tuple[float, float]] | None = Field(None, description="polygon vertices; None = whole frame")
+    roi: list[tuple[float, float]] | None = Field(None, description="polygon vertices; None = inherit / default")
     roi_units: Literal["pixels", "fraction"] = "pixels"
     thresholds: Thresholds | None = None
 
@@ -97,6 +117,7 @@ class CamerasConfig(BaseModel):
     defaults: CameraConfig = Field(default_factory=CameraConfig)
     cameras: dict[str, CameraConfig] = Field(default_factory=dict)
     class_map: dict[str, str] = Field(default_factory=dict)
+    suppress_iou: float = Field(DEFAULT_SUPPRESS_IOU, gt=0.0, le=1.0, description="cross-class NMS IoU")
 
     @field_validator("class_map")
     @classmethod
@@ -111,6 +132,8 @@ class CamerasConfig(BaseModel):
         own = self.cameras.get(camera_id, CameraConfig())
         roi = own.roi if own.roi is not None else self.defaults.roi
         units = own.roi_units if own.roi is not None else self.defaults.roi_units
+        if roi is None:
+            roi, units = DEFAULT_ROI, "fraction"
         thresholds = own.thresholds or self.defaults.thresholds or Thresholds()
         return roi, units, thresholds
 
@@ -120,11 +143,12 @@ class CamerasConfig(BaseModel):
 
 
 class TrafficSummary(NamedTuple):
-    """What one frame contributes to the traffic picture."""
+    """What one frame contributes to the traffic picture (``detections``: what was kept and counted)."""
 
     counts: Counts
     density_percent: float
     status: TrafficStatus
+    detections: Detections
 
 
 def load_cameras_config(path: Path | str | None) -> CamerasConfig:
@@ -190,15 +214,64 @@ def polygon_mask(points: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _roi_integral(roi: tuple[tuple[float, float], ...], units: str, width: int, height: int) -> tuple[np.ndarray, int]:
-    """Summed-area table of the ROI mask (so each box's inside area is four lookups) and ROI area."""
+def roi_mask(roi: tuple[tuple[float, float], ...], units: str, width: int, height: int) -> np.ndarray:
+    """The ROI as a read-only ``(height, width)`` bool mask (cached: one per camera and frame size)."""
     pts = np.asarray(roi, np.float64)
     if units == "fraction":
         pts = pts * np.array([width, height])
-    mask = polygon_mask(pts, width, height)
-    integral = np.zeros((height + 1, width + 1), np.int64)
-    integral[1:, 1:] = mask.cumsum(0, dtype=np.int64).cumsum(1)
-    return integral, int(integral[-1, -1])
+    mask = polygon_mask(pts, width, height).astype(bool)
+    mask.flags.writeable = False
+    return mask
+
+
+def _mask_for(roi: list[tuple[float, float]] | None, units: str, width: int, height: int) -> np.ndarray:
+    if roi is None:
+        return np.ones((height, width), bool)
+    return roi_mask(tuple(tuple(map(float, p)) for p in roi), units, width, height)  # type: ignore[arg-type]
+
+
+def vehicle_mask(det: Detections, class_map: Mapping[str, str] = DEFAULT_CLASS_MAP) -> np.ndarray:
+    """Which detections are vehicles (motorbike, car, bus, truck)."""
+    return np.array([c in VEHICLE_CLASSES for c in traffic_classes(det, class_map)], bool)
+
+
+def suppress_across_classes(
+    det: Detections, iou: float = DEFAULT_SUPPRESS_IOU, class_map: Mapping[str, str] = DEFAULT_CLASS_MAP
+) -> Detections:
+    """Class-agnostic NMS among vehicle boxes: one object scored as car and truck counts once.
+
+    Boxes are visited by falling score; a vehicle box overlapping an already kept
+    vehicle box by IoU >= ``iou`` is dropped, so the label kept is the best-scoring
+    one. Non-vehicle detections pass untouched.
+    """
+    from ipsp.detection.postprocess import nms
+
+    vehicles = vehicle_mask(det, class_map)
+    if vehicles.sum() < 2:
+        return det
+    index = np.flatnonzero(vehicles)
+    kept = index[nms(det.xyxy[index], det.confidence[index], iou)]
+    keep = ~vehicles
+    keep[kept] = True
+    return det.select(keep)
+
+
+def footprints(det: Detections) -> np.ndarray:
+    """``(N, 2)`` footprint of each box: the middle of its bottom edge, inside the frame."""
+    width, height = det.image_size
+    x = ((det.xyxy[:, 0] + det.xyxy[:, 2]) / 2).clip(0, max(width - 1e-3, 0))
+    y = det.xyxy[:, 3].clip(0, max(height - 1e-3, 0))
+    return np.stack([x, y], axis=1) if len(det) else np.zeros((0, 2))
+
+
+def in_roi(det: Detections, roi: list[tuple[float, float]] | None, units: str = "pixels") -> np.ndarray:
+    """Which detections stand in the ROI (their footprint pixel is in it); all of them without an ROI."""
+    width, height = det.image_size
+    if roi is None or len(det) == 0 or width <= 0 or height <= 0:
+        return np.ones(len(det), bool)
+    mask = _mask_for(roi, units, width, height)
+    pts = footprints(det).astype(np.int64)
+    return np.asarray(mask[pts[:, 1], pts[:, 0]], bool)
 
 
 def density_percent(
@@ -207,31 +280,30 @@ def density_percent(
     units: str = "pixels",
     class_map: Mapping[str, str] = DEFAULT_CLASS_MAP,
 ) -> float:
-    """Vehicle box area inside the ROI / ROI area, as a percentage clipped to 0..100."""
+    """Share of the ROI (whole frame without one) covered by the union of vehicle boxes, in percent."""
     width, height = det.image_size
-    vehicles = np.array([c in VEHICLE_CLASSES for c in traffic_classes(det, class_map)], bool)
+    vehicles = vehicle_mask(det, class_map)
     if width <= 0 or height <= 0 or not vehicles.any():
         return 0.0
-    boxes = det.xyxy[vehicles]
-    if roi is None:
-        wh = (boxes[:, 2:] - boxes[:, :2]).clip(min=0)
-        inside = float((wh[:, 0] * wh[:, 1]).sum())
-        area = float(width * height)
-    else:
-        integral, roi_area = _roi_integral(tuple(map(tuple, roi)), units, width, height)  # type: ignore[arg-type]
-        if roi_area == 0:
-            return 0.0
-        x1 = np.floor(boxes[:, 0]).clip(0, width).astype(np.int64)
-        y1 = np.floor(boxes[:, 1]).clip(0, height).astype(np.int64)
-        x2 = np.ceil(boxes[:, 2]).clip(0, width).astype(np.int64)
-        y2 = np.ceil(boxes[:, 3]).clip(0, height).astype(np.int64)
-        inside = float((integral[y2, x2] - integral[y1, x2] - integral[y2, x1] + integral[y1, x1]).sum())
-        area = float(roi_area)
-    return float(min(max(100.0 * inside / area, 0.0), 100.0))
+    area_mask = _mask_for(roi, units, width, height)
+    roi_area = int(area_mask.sum())
+    if roi_area == 0:
+        return 0.0
+    covered = np.zeros((height, width), bool)
+    for x1, y1, x2, y2 in det.xyxy[vehicles]:
+        # pixel i spans [i, i + 1): it is covered when its centre lies in the box
+        c0, r0 = max(int(np.ceil(x1 - 0.5)), 0), max(int(np.ceil(y1 - 0.5)), 0)
+        c1, r1 = min(int(np.ceil(x2 - 0.5)), width), min(int(np.ceil(y2 - 0.5)), height)
+        if c1 > c0 and r1 > r0:
+            covered[r0:r1, c0:c1] = True
+    inside = int(np.count_nonzero(covered & area_mask))
+    return float(min(max(100.0 * inside / roi_area, 0.0), 100.0))
 
 
 def traffic_status(density: float, vehicles: int, thresholds: Thresholds) -> TrafficStatus:
-    """``Free`` / ``Normal`` / ``Congested`` from density and (optional) vehicle-count thresholds."""
+    """``Free`` / ``Normal`` / ``Congested`` from density and vehicle count (see the module docstring)."""
+    if vehicles < thresholds.min_vehicles:
+        return "Free"
     congested = density >= thresholds.congested or (
         thresholds.congested_vehicles is not None and vehicles >= thresholds.congested_vehicles
     )
@@ -252,6 +324,9 @@ def traffic_summary(
 ) -> TrafficSummary:
     """Counts, density and status of one frame for one camera (the streaming job calls this).
 
+    Suppression across vehicle classes first, then only objects standing in the
+    camera's ROI are counted and cover it. The returned ``detections`` are the
+    suppressed set (objects outside the ROI included, so they can still be shown).
     ``width``/``height`` default to the frame size the detections carry; pass them
     to override (they must describe the frame the boxes are in).
     """
@@ -260,6 +335,8 @@ def traffic_summary(
         det = Detections(det.xyxy, det.confidence, det.class_id, det.names, (int(width), int(height)))
     class_map = cfg.full_class_map()
     roi, units, thresholds = cfg.camera(camera_id)
-    counts = count_traffic(det, class_map)
-    density = round(density_percent(det, roi, units, class_map), 3)
-    return TrafficSummary(counts, density, traffic_status(density, counts.total, thresholds))
+    kept = suppress_across_classes(det, cfg.suppress_iou, class_map)
+    counted = kept.select(in_roi(kept, roi, units))
+    counts = count_traffic(counted, class_map)
+    density = round(density_percent(counted, roi, units, class_map), 3)
+    return TrafficSummary(counts, density, traffic_status(density, counts.total, thresholds), kept)

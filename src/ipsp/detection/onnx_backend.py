@@ -104,6 +104,8 @@ class OnnxBackend:
             )
         if self.spec.decoder in ("centernet", "end2end") and fixed[2] not in (None, 6):
             raise ModelError(f"{path}: unknown outputs: rows of {fixed[2]} values, expected 6")
+        if self.spec.decoder == "nanodet" and fixed[2] not in (None, nc + 44):
+            raise ModelError(f"{path}: unknown outputs: NanoDet rows of {fixed[2]} values, expected {nc} + 44")
 
     def _blank(self) -> np.ndarray:
         """One all-zero input frame in the model's layout."""

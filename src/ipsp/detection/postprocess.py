@@ -12,6 +12,8 @@ Two output layouts are understood:
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ipsp.detection.errors import ModelError
@@ -94,10 +96,63 @@ def decode_topk(out: np.ndarray, conf: float, iou: float, max_det: int) -> list[
     return results
 
 
+#: NanoDet head: strides and the bins of each box side's distribution (GFL, reg_max 10)
+NANODET_STRIDES = (8, 16, 32)
+NANODET_BINS = 11
+
+
+@lru_cache(maxsize=4)
+def nanodet_grid(cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cell centres ``(N, 2)`` and strides ``(N,)`` of the NanoDet head for ``cells`` rows in total."""
+    # cells = sum over strides of (side / stride)^2: solve for the input side
+    unit = sum((1 / s) ** 2 for s in NANODET_STRIDES)
+    side = round((cells / unit) ** 0.5)
+    centres, strides = [], []
+    for stride in NANODET_STRIDES:
+        n = side // stride
+        ys, xs = np.divmod(np.arange(n * n), n)
+        centres.append(np.stack([(xs + 0.5) * stride, (ys + 0.5) * stride], axis=1))
+        strides.append(np.full(n * n, stride, np.float32))
+    centre, stride_all = np.concatenate(centres).astype(np.float32), np.concatenate(strides)
+    if len(centre) != cells:
+        raise ModelError(f"NanoDet output has {cells} cells, which no square input with strides 8/16/32 gives")
+    return centre, stride_all
+
+
+def decode_nanodet(out: np.ndarray, conf: float, iou: float, max_det: int, nc: int) -> list[Boxes]:
+    """Decode a ``(B, N, nc + 44)`` NanoDet output: sigmoid scores, then 4 sides x 11 bin logits.
+
+    Each side's distance from the cell centre is the expected bin (softmax over the
+    bins) times the stride, as the GFL head was trained.
+    """
+    if out.ndim != 3 or out.shape[2] != nc + 4 * NANODET_BINS:
+        raise ModelError(f"NanoDet output has shape {tuple(out.shape)}, expected (batch, cells, {nc} + 44)")
+    centre, stride = nanodet_grid(out.shape[1])
+    results = []
+    for pred in out:
+        scores = pred[:, :nc]
+        cls = scores.argmax(axis=1)
+        score = scores[np.arange(len(pred)), cls]
+        idx = np.nonzero(score > conf)[0]
+        if idx.size > MAX_CANDIDATES:
+            idx = idx[np.argsort(-score[idx])[:MAX_CANDIDATES]]
+        logits = pred[idx, nc:].reshape(-1, 4, NANODET_BINS)
+        prob = np.exp(logits - logits.max(axis=2, keepdims=True))
+        prob /= prob.sum(axis=2, keepdims=True)
+        dist = (prob * np.arange(NANODET_BINS, dtype=np.float32)).sum(axis=2) * stride[idx, None]
+        c = centre[idx]
+        boxes = np.concatenate([c - dist[:, :2], c + dist[:, 2:]], axis=1).astype(np.float32)
+        keep = class_nms(boxes, score[idx], cls[idx], iou, max_det)
+        results.append((boxes[keep], score[idx][keep].astype(np.float32), cls[idx][keep]))
+    return results
+
+
 def decode(out: np.ndarray, decoder: str, conf: float, iou: float, max_det: int, nc: int) -> list[Boxes]:
     """Dispatch on the decoder named by the model's metadata."""
     if decoder == "yolov8":
         return decode_yolov8(out, conf, iou, max_det, nc)
+    if decoder == "nanodet":
+        return decode_nanodet(out, conf, iou, max_det, nc)
     if decoder in ("centernet", "end2end"):
         return decode_topk(out, conf, iou, max_det)
     raise ModelError(f"unknown decoder {decoder!r}")

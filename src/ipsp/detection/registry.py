@@ -46,7 +46,7 @@ class ModelCard(BaseModel):
     sha256: str = Field(pattern=SHA256_PATTERN)
     size_bytes: int = Field(gt=0)
     backend: Literal["onnx", "ultralytics"]
-    decoder: Literal["yolov8", "end2end", "centernet"]
+    decoder: Literal["yolov8", "end2end", "centernet", "nanodet"]
     class_names: dict[int, str] = Field(min_length=1, description="model class id -> name")
     input_size: tuple[int, int] = Field(description="model input [height, width]")
     created_at: UtcDatetime

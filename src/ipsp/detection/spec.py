@@ -20,11 +20,11 @@ from typing import Any, Literal
 from ipsp.detection.errors import ModelError
 
 Backend = Literal["onnx", "ultralytics"]
-Decoder = Literal["yolov8", "end2end", "centernet"]
-DECODERS: tuple[str, ...] = ("yolov8", "end2end", "centernet")
+Decoder = Literal["yolov8", "end2end", "centernet", "nanodet"]
+DECODERS: tuple[str, ...] = ("yolov8", "end2end", "centernet", "nanodet")
 
 #: IoU of the same-class NMS each decoder needs (end2end heads need none)
-DEFAULT_IOU: dict[str, float] = {"yolov8": 0.7, "centernet": 0.5, "end2end": 1.0}
+DEFAULT_IOU: dict[str, float] = {"yolov8": 0.7, "centernet": 0.5, "end2end": 1.0, "nanodet": 0.5}
 
 
 @dataclass(frozen=True)

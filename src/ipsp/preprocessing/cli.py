@@ -32,13 +32,23 @@ def synth(
     size: str = typer.Option("1280x720", "--size", help="Frame size WIDTHxHEIGHT."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    feed: str = typer.Option(
+        "auto",
+        "--feed",
+        help="footage: real road clips fetched into <IPSP_HOME>/footage (fails without network); "
+        "photos: the offline photo-based fallback; auto: footage, else the fallback with a warning.",
+    ),
 ) -> None:
-    """Write a realistic synthetic traffic-camera feed built from photos installed packages ship.
+    """Write a 20-camera traffic feed from real road footage (fetched on first use) or the photo fallback.
 
     An earlier feed in OUT with the same options is reused; one with other options is replaced.
     """
     from ipsp.preprocessing.synth import SynthSpec, synthesize
     from ipsp.preprocessing.validate import parse_fit
+
+    if feed not in ("auto", "footage", "photos"):
+        raise UserError(f"--feed {feed!r}: choose auto, footage or photos")
+    clips = _footage_clips(feed)
 
     try:
         width, height = parse_fit(size)
@@ -53,8 +63,9 @@ def synth(
         width=width,
         height=height,
         quality=quality,
+        feed="footage" if clips else "photos",
     )
-    report = synthesize(out, spec, workers=workers, progress=progress)
+    report = synthesize(out, spec, workers=workers, progress=progress, footage_clips=clips)
     verb = "reused" if report.reused else f"wrote in {report.seconds:.1f} s"
     typer.echo(
         f"{verb}: {report.frames} frames ({report.frame_bytes / 1e6:.1f} MB, "
@@ -62,6 +73,31 @@ def synth(
         f"{len(report.bad)} bad files, {len(report.duplicates)} duplicates -> {report.out} "
         f"(sources: {', '.join(report.sources)})"
     )
+
+
+def _footage_clips(feed: str) -> list[Path] | None:
+    """The real road clips for ``--feed`` (fetched on first use), or None for the photo fallback."""
+    if feed == "photos":
+        return None
+    from ipsp.config import load_settings
+    from ipsp.preprocessing.footage import fetch_footage
+
+    try:
+        footage = fetch_footage(Path(load_settings().home))
+    except UserError as exc:
+        if feed == "footage":
+            raise
+        typer.secho(
+            f"FALLBACK FEED: real road footage unavailable ({exc}); writing the photo-based feed instead, "
+            "which does NOT look like road traffic",
+            fg=typer.colors.RED,
+            bold=True,
+            err=True,
+        )
+        return None
+    typer.echo(f"footage: {footage.provenance['package']} {footage.provenance['version']} "
+               f"({footage.provenance['registry']}, {footage.provenance['licence']}) in {footage.folder}")  # fmt: skip
+    return list(footage.clips)
 
 
 def pack(

@@ -1,14 +1,20 @@
-"""A realistic synthetic traffic-camera feed, for when the user's 11,508 frames are not at hand.
+"""A 20-camera traffic feed, for when the user's 11,508 frames are not at hand.
 
-Frames are built at run time from real photos that installed packages ship
-(nothing third-party is committed): the stereo motorcycle pair of scikit-image
-(always there, read from the wheel, no download) and, when the ``ultralytics``
-package is installed, its ``bus.jpg`` street scene and ``zidane.jpg``. Each
-camera gets its own viewpoint (crop, zoom, small rotation, mirror), colour
-balance, haze and sensor-noise level; over a camera's frames the light drifts,
-the camera shakes by a few pixels and vehicles cut from the photos move along
-lanes, so consecutive frames differ like a real feed and JPEGs land at
-100-250 KB (1280x720, quality 85).
+Two feeds (``SynthSpec.feed``):
+
+- ``footage`` (the default): real fixed-camera road footage fetched at run time
+  (``ipsp.preprocessing.footage``: OpenTrafficCam's test clips from PyPI, cars, a
+  truck, a cyclist at a junction). Each camera plays one clip in time order from
+  its own start frame (forward, then backward at the clip's end, so vehicles keep
+  moving smoothly) through its own viewpoint (crop, zoom, small rotation, mirror),
+  colour balance, haze, light drift, shake and sensor noise.
+- ``photos``: the offline fallback, built from real photos that installed packages
+  ship (the stereo motorcycle pair of scikit-image, and ``bus.jpg`` / ``zidane.jpg``
+  of ``ultralytics`` when installed) with vehicles cut from them sliding along
+  lanes. It does not look like road traffic; the CLI says so loudly when it has to
+  fall back to it.
+
+Nothing third-party is committed. JPEGs land at 100-250 KB (1280x720, quality 85).
 
 Deterministic: frame ``k`` of camera ``c`` depends only on (seed, c, k) and the
 set of available sources (recorded in ``.synth.json``), never on the number of
@@ -59,11 +65,18 @@ Box = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of the ph
 
 @dataclass(frozen=True)
 class Source:
-    """A real photo a package ships: where a camera may look (``scene``), what may move (``sprite``)."""
+    """A real photo a package ships (``scene``: where a camera may look, ``sprite``: what may move),
+    or a real video clip (``clip``: its path; the whole frame is the scene)."""
 
     name: str
     scene: Box | None
     sprite: Box | None
+    clip: str | None = None
+
+
+def footage_sources(clips: list[Path]) -> list[Source]:
+    """One source per fetched road clip (``ipsp.preprocessing.footage``)."""
+    return [Source(f"otvision:{clip.name}", (0.0, 0.0, 1.0, 1.0), None, str(clip)) for clip in clips]
 
 
 def available_sources() -> list[Source]:
@@ -136,10 +149,16 @@ class Scene:
     light_period: float
     light_phase: float
     label: str
+    clip: str | None = None  # footage feed: the clip this camera plays
+    matrix: np.ndarray | None = None  # footage feed: output pixel -> clip pixel
+    luts: np.ndarray | None = None  # footage feed: (3, 256) colour curves
+    start: int = 0  # footage feed: the clip frame this camera starts at
 
 
 def build_scene(sources: list[Source], seed: int, camera_no: int, width: int, height: int) -> Scene:
     """The fixed part of camera ``camera_no``: viewpoint, colour, noise bank, traffic lanes."""
+    if any(s.clip for s in sources):
+        return build_footage_scene(sources, seed, camera_no, width, height)
     rng = np.random.default_rng([seed, camera_no, 1])
     scenes = [s for s in sources if s.scene is not None]
     order = np.random.default_rng([seed, 0]).permutation(len(scenes))
@@ -179,6 +198,47 @@ def build_scene(sources: list[Source], seed: int, camera_no: int, width: int, he
     )
 
 
+def build_footage_scene(sources: list[Source], seed: int, camera_no: int, width: int, height: int) -> Scene:
+    """Camera ``camera_no`` of the footage feed: which clip, from which frame, through which view."""
+    from ipsp.preprocessing.footage import clip_frames
+
+    rng = np.random.default_rng([seed, camera_no, 1])
+    clips = [s for s in sources if s.clip]
+    source = clips[(camera_no - 1) % len(clips)]
+    assert source.clip is not None
+    frames = clip_frames(Path(source.clip))
+    src_h, src_w = frames[0].shape[:2]
+    # gentle zoom: the road must stay in view and vehicles must not get too small
+    matrix = _view_matrix(src_w, src_h, rng, width, height, max_zoom=1.3, max_tilt=2.0, max_drop=0.15)
+    luts = _colour_luts(rng)
+    sigma = float(rng.uniform(2.0, 4.0))
+    noise = np.random.default_rng([seed, camera_no, 2]).normal(0.0, sigma, (height + 64, width, 3))
+    return Scene(
+        camera_no=camera_no,
+        base=np.zeros((0, 0, 3), np.uint8),
+        noise_pos=np.clip(noise, 0, 255).astype(np.uint8),
+        noise_neg=np.clip(-noise, 0, 255).astype(np.uint8),
+        sprites=[],
+        light_amp=float(rng.uniform(0.03, 0.10)),
+        light_period=float(rng.uniform(200, 900)),
+        light_phase=float(rng.uniform(0, 2 * np.pi)),
+        label=f"CAM {camera_no:02d}",
+        clip=source.clip,
+        matrix=matrix,
+        luts=luts,
+        start=int(rng.integers(0, len(frames))),
+    )
+
+
+def clip_index(start: int, frame_index: int, length: int) -> int:
+    """Clip frame shown at a camera's ``frame_index``: forward from ``start``, bouncing at both ends."""
+    if length <= 1:
+        return 0
+    period = 2 * (length - 1)
+    pos = (start + frame_index) % period
+    return pos if pos < length else period - pos
+
+
 def _crop(photo: np.ndarray, box: Box) -> np.ndarray:
     h, w = photo.shape[:2]
     return photo[int(box[1] * h) : int(box[3] * h), int(box[0] * w) : int(box[2] * w)]
@@ -189,22 +249,7 @@ def _viewpoint(photo: np.ndarray, rng: np.random.Generator, out_w: int, out_h: i
     import cv2
 
     src_h, src_w = photo.shape[:2]
-    aspect = out_w / out_h
-    crop_w = min(src_w, src_h * aspect) / rng.uniform(1.0, 1.5)
-    crop_h = crop_w / aspect
-    cx = rng.uniform(crop_w / 2, src_w - crop_w / 2)
-    cy = rng.uniform(crop_h / 2, src_h - crop_h / 2)
-    angle = np.deg2rad(rng.uniform(-3.0, 3.0))
-    scale = crop_w / out_w
-    cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
-    flip = -1.0 if rng.random() < 0.5 else 1.0
-    # output pixel (u, v) -> source (x, y): centre + R * S * (u - out centre)
-    matrix = np.array(
-        [
-            [flip * cos, -sin, cx - flip * cos * out_w / 2 + sin * out_h / 2],
-            [flip * sin, cos, cy - flip * sin * out_w / 2 - cos * out_h / 2],
-        ]
-    )
+    matrix = _view_matrix(src_w, src_h, rng, out_w, out_h)
     return cv2.warpAffine(
         photo,
         matrix,
@@ -214,21 +259,57 @@ def _viewpoint(photo: np.ndarray, rng: np.random.Generator, out_w: int, out_h: i
     )
 
 
+def _view_matrix(
+    src_w: int, src_h: int, rng: np.random.Generator, out_w: int, out_h: int, max_zoom: float = 1.5,
+    max_tilt: float = 3.0, max_drop: float = 1.0,
+) -> np.ndarray:  # fmt: skip
+    """Inverse affine map (output pixel -> source pixel) of a random 16:9 view of the source.
+
+    ``max_drop`` limits how far below the top the view may start, as a share of the
+    room there is (the road clips have their traffic in the upper part).
+    """
+    aspect = out_w / out_h
+    crop_w = min(src_w, src_h * aspect) / rng.uniform(1.0, max_zoom)
+    crop_h = crop_w / aspect
+    cx = rng.uniform(crop_w / 2, src_w - crop_w / 2)
+    cy = rng.uniform(crop_h / 2, crop_h / 2 + max_drop * (src_h - crop_h))
+    angle = np.deg2rad(rng.uniform(-max_tilt, max_tilt))
+    scale = crop_w / out_w
+    cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
+    flip = -1.0 if rng.random() < 0.5 else 1.0
+    # output pixel (u, v) -> source (x, y): centre + R * S * (u - out centre)
+    return np.array(
+        [
+            [flip * cos, -sin, cx - flip * cos * out_w / 2 + sin * out_h / 2],
+            [flip * sin, cos, cy - flip * sin * out_w / 2 - cos * out_h / 2],
+        ]
+    )
+
+
 def _colour(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Per-camera white balance, gamma and haze (a lookup table per channel)."""
+    return _apply_luts(image, _colour_luts(rng))
+
+
+def _apply_luts(image: np.ndarray, luts: np.ndarray) -> np.ndarray:
     import cv2
 
+    return cv2.merge([cv2.LUT(image[:, :, c], luts[c]) for c in range(3)])
+
+
+def _colour_luts(rng: np.random.Generator) -> np.ndarray:
+    """``(3, 256)`` uint8 curves: white balance, gamma and haze of one camera."""
     gains = rng.uniform(0.86, 1.14, 3)
     gamma = rng.uniform(0.8, 1.25)
     haze = rng.uniform(0.0, 0.18)
     haze_level = rng.uniform(150, 220)
     ramp = np.arange(256) / 255.0
-    channels = []
+    curves = []
     for c in range(3):
         curve = (ramp**gamma) * 255.0 * gains[c]
         curve = curve * (1 - haze) + haze_level * haze
-        channels.append(cv2.LUT(image[:, :, c], np.clip(curve, 0, 255).astype(np.uint8)))
-    return cv2.merge(channels)
+        curves.append(np.clip(curve, 0, 255).astype(np.uint8))
+    return np.stack(curves)
 
 
 def _cut_sprite(crop: np.ndarray, width: int, mirror: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -252,7 +333,12 @@ def render_frame(scene: Scene, seed: int, frame_index: int, width: int, height: 
 
     rng = np.random.default_rng([seed, scene.camera_no, 3, frame_index])
     dx, dy = (int(v) for v in rng.integers(-3, 4, 2))
-    frame = np.ascontiguousarray(scene.base[_MARGIN + dy : _MARGIN + dy + height, _MARGIN + dx : _MARGIN + dx + width])
+    if scene.clip is not None:
+        frame = _footage_frame(scene, frame_index, dx, dy, width, height)
+    else:
+        frame = np.ascontiguousarray(
+            scene.base[_MARGIN + dy : _MARGIN + dy + height, _MARGIN + dx : _MARGIN + dx + width]
+        )
     for sprite in scene.sprites:
         _paste(frame, sprite, frame_index)
     light = 1.0 + scene.light_amp * np.sin(2 * np.pi * frame_index / scene.light_period + scene.light_phase)
@@ -265,6 +351,23 @@ def render_frame(scene: Scene, seed: int, frame_index: int, width: int, height: 
     cv2.putText(frame, text, (24, 44), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 4, cv2.LINE_AA)
     cv2.putText(frame, text, (24, 44), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2, cv2.LINE_AA)
     return frame
+
+
+def _footage_frame(scene: Scene, frame_index: int, dx: int, dy: int, width: int, height: int) -> np.ndarray:
+    """The clip frame this camera shows now, through its view (shifted by the shake) and colours."""
+    import cv2
+
+    from ipsp.preprocessing.footage import clip_frames
+
+    assert scene.clip is not None and scene.matrix is not None and scene.luts is not None
+    frames = clip_frames(Path(scene.clip))
+    source = frames[clip_index(scene.start, frame_index, len(frames))]
+    matrix = scene.matrix.copy()
+    matrix[:, 2] += matrix[:, :2] @ np.array([dx, dy], np.float64)  # the shake moves the view
+    view = cv2.warpAffine(
+        source, matrix, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT
+    )
+    return _apply_luts(view, scene.luts)
 
 
 def _paste(frame: np.ndarray, sprite: Sprite, frame_index: int) -> None:
@@ -307,6 +410,7 @@ class SynthSpec:
     width: int = 1280
     height: int = 720
     quality: int = 85
+    feed: str = "photos"  # "footage": real road clips (``footage_clips`` must be given), "photos": fallback
 
 
 @dataclass
@@ -347,15 +451,23 @@ def synthesize(
     spec: SynthSpec | None = None,
     workers: int | None = None,
     progress: bool = True,
+    footage_clips: list[Path] | None = None,
 ) -> SynthReport:
     """Write the feed into ``out`` (created; must be empty or hold an earlier feed).
 
-    An earlier feed with the same spec and sources is reused as it is; one with
-    a different spec is replaced. A folder with other content is refused.
+    ``spec.feed == "footage"`` plays ``footage_clips`` (fetched road clips);
+    ``"photos"`` is the photo-based fallback. An earlier feed with the same spec and
+    sources is reused as it is; one with a different spec is replaced. A folder
+    with other content is refused.
     """
     spec = spec or SynthSpec()
     _check_spec(spec)
-    sources = available_sources()
+    if spec.feed == "footage":
+        if not footage_clips:
+            raise UserError("the footage feed needs the fetched clips (ipsp.preprocessing.footage.fetch_footage)")
+        sources = footage_sources(footage_clips)
+    else:
+        sources = available_sources()
     out = out.expanduser().resolve()
     previous = _previous(out)
     if previous is not None and _same(previous, spec, sources) and _complete(out, previous):
@@ -406,6 +518,8 @@ def _check_spec(spec: SynthSpec) -> None:
         raise UserError("--quality must be 1..100")
     if spec.width < 64 or spec.height < 64:
         raise UserError("frames must be at least 64x64")
+    if spec.feed not in ("footage", "photos"):
+        raise UserError(f"unknown feed {spec.feed!r}: footage or photos")
 
 
 def _previous(out: Path) -> dict[str, Any] | None:

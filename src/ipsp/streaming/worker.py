@@ -336,7 +336,7 @@ def run_task(
                     counts=summary.counts,
                     density_percent=summary.density_percent,
                     traffic_status=summary.status,
-                    detections=_detections(outcome, class_map),
+                    detections=_detections(summary.detections, class_map),
                     model=ctx.model,
                     batch_id=ctx.batch_id,
                     inference_ms=per_frame,
