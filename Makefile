@@ -10,11 +10,11 @@ STAMP := $(VENV)/.installed
 FRAMES ?= 600
 EXTRAS ?= dev,train
 
-.PHONY: help setup fetch up down status demo test lint unit integration bench \
+.PHONY: help setup fetch up down status demo test lint unit integration bench k8s-up k8s-down \
         bench-pack bench-produce bench-detect bench-pipeline bench-serve clean
 
 help: ## list targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+"; exit 1; }
@@ -31,8 +31,14 @@ fetch: setup ## fetch and build the local services (Kafka, FerretDB, S3 server, 
 up: fetch ## start the local stack on loopback (idempotent)
 	$(IPSP) stack up
 
-down: ## stop what `make up` started
+down: k8s-down ## stop what `make up` and `make k8s-up` started
 	@test -x $(IPSP) && $(IPSP) stack down || true
+
+k8s-up: setup ## Kubernetes API server + etcd on loopback for the manifest tests (built from Go the first time)
+	$(IPSP) stack k8s up
+
+k8s-down: ## stop the Kubernetes control plane
+	@test -x $(IPSP) && $(IPSP) stack k8s down || true
 
 status: ## show the local stack
 	$(IPSP) stack status
@@ -48,10 +54,10 @@ lint: setup ## ruff and mypy
 unit: setup ## unit tests (nothing but pytest)
 	$(BIN)/pytest tests/unit
 
-integration: up ## integration tests against the real local stack
+integration: up k8s-up ## integration tests against the real local stack
 	$(BIN)/pytest tests/integration
 
-test: lint up ## everything CI runs: lint, unit and integration tests
+test: lint up k8s-up ## everything CI runs: lint, unit and integration tests
 	$(BIN)/pytest tests
 
 bench: bench-detect bench-pack bench-produce bench-pipeline bench-serve ## all benchmarks
