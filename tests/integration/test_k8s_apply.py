@@ -218,7 +218,7 @@ def apply_overlay(kube: Kube, tree: Path, overlay: str, components: tuple[str, .
 def applied(kube: Kube, tree: Path, crds: None) -> Iterator[dict[str, Applied]]:
     """Every overlay, and dev with the optional components, applied once for the module."""
     results = {overlay: apply_overlay(kube, tree, overlay) for overlay in OVERLAYS}
-    results["dev+components"] = apply_overlay(kube, tree, "dev", ("prometheus", "cilium-apiserver"))
+    results["dev+components"] = apply_overlay(kube, tree, "dev", ("prometheus", "cilium-apiserver", "node-probes"))
     yield results
 
 

@@ -22,7 +22,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "1_infrastructure"
 OVERLAYS = ("dev", "prod", "prod-gpu", "spark-operator")
-OPTIONAL_COMPONENTS = ("prometheus", "cilium-apiserver")
+OPTIONAL_COMPONENTS = ("prometheus", "cilium-apiserver", "node-probes")
 
 # what a 2-CPU / 4-GiB minikube or kind node has left for workloads: allocatable minus the
 # control plane's and CoreDNS's requests (about 0.75 CPU and 0.2 GiB)
