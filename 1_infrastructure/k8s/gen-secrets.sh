@@ -36,9 +36,13 @@ templates="$(cd "$(dirname "$0")" && pwd)/secrets"
 umask 077
 mkdir -p "$overlay/secrets"
 
-# 32 hex characters (128 bits): safe inside URIs and env files without any quoting
+# 24 letters and digits (base64 of 18 random bytes, + and / mapped to letters: about 141
+# bits): safe inside URIs, env files and command lines (never a leading "-") without quoting,
+# and short enough that each value stays within 52 bytes: kustomize writes longer values'
+# base64 with line breaks, which the API server stores without, so every later
+# `kubectl apply` would patch the Secret again (tests/unit/test_k8s_platform.py)
 random_value() {
-  od -An -N16 -tx1 /dev/urandom | tr -d ' \n'
+  head -c 18 /dev/urandom | base64 | tr '+/' 'xy'
 }
 
 for template in "$templates"/*.secret.env.example; do

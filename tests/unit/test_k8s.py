@@ -793,8 +793,8 @@ def test_gen_secrets_writes_random_private_files_and_keeps_them(tmp_path: Path) 
     assert stat.S_IMODE(os.stat(app).st_mode) == 0o600
     values = dict(line.split("=", 1) for line in first.splitlines() if line and not line.startswith("#"))
     assert not any("@GENERATE@" in value for value in values.values())
-    password = re.search(r"://ipsp_app:([0-9a-f]{32})@", values["IPSP_MONGO_URI"])
-    assert password and re.fullmatch(r"[0-9a-f]{32}", values["IPSP_S3_SECRET_KEY"])
+    password = re.search(r"://ipsp_app:([A-Za-z0-9]{24})@", values["IPSP_MONGO_URI"])
+    assert password and re.fullmatch(r"[A-Za-z0-9]{24}", values["IPSP_S3_SECRET_KEY"])
     assert password[1] != values["IPSP_S3_SECRET_KEY"]
     assert gen_secrets(k8s, overlay).returncode == 0 and app.read_text() == first
 

@@ -272,6 +272,8 @@ def apiserver_cmd(paths: K8sPaths, settings: Settings) -> list[str]:
         f"--etcd-servers=http://127.0.0.1:{settings.stack_etcd_port}",
         "--bind-address=127.0.0.1",
         "--advertise-address=127.0.0.1",
+        # the reconciler of the `kubernetes` Service's endpoints refuses a loopback address
+        "--endpoint-reconciler-type=none",
         f"--secure-port={settings.stack_k8s_port}",
         f"--cert-dir={pki}",
         f"--tls-cert-file={pki / 'server.crt'}",
