@@ -164,6 +164,17 @@ def test_stream_executors_scale_dynamically_up_to_the_partitions(
     assert "spark.executor.instances" not in args, "a fixed count would override the allocation"
 
 
+def test_spark_application_scales_dynamically_up_to_the_partitions(rendered: dict[str, list[Manifest]]) -> None:
+    """The operator's stream job has the same dynamic allocation and bound as the Deployment."""
+    resources = rendered["spark-operator"]
+    partitions = int(find(resources, "ConfigMap", "ipsp-params")["data"]["IPSP_KAFKA_PARTITIONS"])
+    conf = find(resources, "SparkApplication", "ipsp-stream")["spec"]["sparkConf"]
+    assert conf["spark.dynamicAllocation.enabled"] == "true"
+    assert conf["spark.dynamicAllocation.shuffleTracking.enabled"] == "true"
+    low, high = int(conf["spark.dynamicAllocation.minExecutors"]), int(conf["spark.dynamicAllocation.maxExecutors"])
+    assert 1 <= low <= high <= partitions
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_api_replicas_belong_to_its_autoscaler(rendered: dict[str, list[Manifest]], overlay: str) -> None:
     """An HPA scales ipsp-api; the Deployment sets no count an apply would reset."""
