@@ -561,3 +561,17 @@ def test_rotation_reaches_the_setup_jobs_and_leaves_root_alone(kube: Kube, tree:
     settled = versions(kube, before.folder)
     kube.run("apply", "-k", str(before.folder))
     assert versions(kube, before.folder) == settled, "the apply after the rotation is not stable"
+
+
+# --- the command line -----------------------------------------------------------------------------------------
+
+
+def test_stack_k8s_env_points_kubectl_at_the_running_server(kube: Kube, tmp_path: Path) -> None:
+    """``eval "$(ipsp stack k8s env)"`` then plain ``kubectl`` reaches this API server."""
+    script = 'eval "$(ipsp stack k8s env)" && echo "KUBECONFIG=$KUBECONFIG" && kubectl version -o json'
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    first, _, rest = result.stdout.partition("\n")
+    assert first == f"KUBECONFIG={kube.kubeconfig}"
+    version = json.loads(rest)
+    assert version["serverVersion"]["gitVersion"] == version["clientVersion"]["gitVersion"] == k8s.K8S_VERSION
