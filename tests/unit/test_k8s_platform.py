@@ -173,6 +173,8 @@ def test_spark_application_scales_dynamically_up_to_the_partitions(rendered: dic
     assert conf["spark.dynamicAllocation.shuffleTracking.enabled"] == "true"
     low, high = int(conf["spark.dynamicAllocation.minExecutors"]), int(conf["spark.dynamicAllocation.maxExecutors"])
     assert 1 <= low <= high <= partitions
+    # Spark would run the executors as the driver's account, which the pod policy refuses
+    assert conf["spark.kubernetes.authenticate.executor.serviceAccountName"] == "default"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
