@@ -353,19 +353,32 @@ def create_pod(kube: Kube, pod: Manifest, *extra: str) -> subprocess.CompletedPr
     return kube.run("create", "--dry-run=server", "-f", "-", *extra, stdin=json.dumps(pod), check=False)
 
 
+def create_pods(kube: Kube, pods: list[Manifest], *extra: str) -> subprocess.CompletedProcess[str]:
+    """Server-side dry-run create of many pods in one kubectl call (each is admitted alone)."""
+    listing = {"apiVersion": "v1", "kind": "List", "items": pods}
+    return kube.run("create", "--dry-run=server", "-f", "-", *extra, stdin=json.dumps(listing), check=False)
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_every_pod_template_passes_pod_security_restricted(kube: Kube, applied: dict[str, Applied], name: str) -> None:
     """Pods from each workload template are admitted; executors as the driver's account."""
     result = applied[name]
-    for where, template, claims in pod_templates(result.resources):
+    suffix = uuid.uuid4().hex[:6]
+    where: dict[str, str] = {}
+    pods = []
+    for index, (origin, template, claims) in enumerate(pod_templates(result.resources)):
         # made by its controller in a cluster: created here as the admin
-        pod = as_pod(template, f"check-{uuid.uuid4().hex[:6]}", result.namespace, claims)
-        created = create_pod(kube, pod)
-        assert created.returncode == 0, f"{name}: {where} refused:\n{created.stderr}"
-        assert "Warning" not in created.stderr, f"{name}: {where}: {created.stderr}"
-    for key, pod in executor_pods(result.resources, result.namespace):
-        created = create_pod(kube, pod, f"--as={driver(result.namespace)}")
-        assert created.returncode == 0, f"{name}: executor from {key} refused:\n{created.stderr}"
+        pod = as_pod(template, f"check-{index}-{suffix}", result.namespace, claims)
+        where[pod["metadata"]["name"]] = origin
+        pods.append(pod)
+    created = create_pods(kube, pods)
+    assert created.returncode == 0, f"{name}: refused ({where}):\n{created.stderr}"
+    assert "Warning" not in created.stderr, f"{name}: {created.stderr}"
+    assert len(created.stdout.splitlines()) == len(pods) > 5, created.stdout
+    executors = [pod for _key, pod in executor_pods(result.resources, result.namespace)]
+    created = create_pods(kube, executors, f"--as={driver(result.namespace)}")
+    assert created.returncode == 0, f"{name}: an executor pod was refused:\n{created.stderr}"
+    assert len(created.stdout.splitlines()) == len(executors) >= 1
 
 
 def test_pod_security_refuses_a_root_pod(kube: Kube, applied: dict[str, Applied]) -> None:
@@ -491,11 +504,13 @@ def test_a_job_is_created_from_every_cronjob_template(kube: Kube, applied: dict[
     result = applied[name]
     templates = [r["metadata"]["name"] for r in result.resources if r["kind"] == "CronJob"]
     assert {"minio-setup", "kafka-setup", "mongodb-setup", "ipsp-pack", "ipsp-produce", "ipsp-train"} <= set(templates)
+    suffix = uuid.uuid4().hex[:4]
     for template in templates:
-        job = f"{template}-{uuid.uuid4().hex[:4]}"
-        kube.run("create", "job", job, f"--from=cronjob/{template}", "-n", result.namespace)
-        stored = kube.get("job", job, result.namespace)
-        assert stored["metadata"]["ownerReferences"][0]["name"] == template
+        kube.run("create", "job", f"{template}-{suffix}", f"--from=cronjob/{template}", "-n", result.namespace)
+    jobs = json.loads(kube.run("get", "jobs", "-n", result.namespace, "-o", "json").stdout)["items"]
+    owners = {j["metadata"]["name"]: j["metadata"]["ownerReferences"][0]["name"] for j in jobs}
+    for template in templates:
+        assert owners[f"{template}-{suffix}"] == template
     before = versions(kube, result.folder)
     kube.run("apply", "-k", str(result.folder))
     assert versions(kube, result.folder) == before, "re-applying after the Jobs rewrote objects"
