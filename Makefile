@@ -13,10 +13,10 @@ FRAMES ?= 600
 PREREQS := 1_infrastructure/local/prereqs.sh
 
 .PHONY: help prereqs-demo prereqs-test setup setup-dev fetch up down status demo test lint unit integration bench \
-        bench-pack bench-produce bench-detect bench-fidelity bench-pipeline bench-serve clean
+        k8s-up k8s-down bench-pack bench-produce bench-detect bench-fidelity bench-pipeline bench-serve clean
 
 help: ## list targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 prereqs-demo:
 	@PYTHON=$(PYTHON) bash $(PREREQS) demo
@@ -44,8 +44,14 @@ fetch: setup ## fetch and build the local services (Kafka, FerretDB, S3 server, 
 up: fetch ## start the local stack on loopback (idempotent)
 	$(IPSP) stack up
 
-down: ## stop what `make up` started
+down: k8s-down ## stop what `make up` and `make k8s-up` started
 	@test -x $(IPSP) && $(IPSP) stack down || true
+
+k8s-up: setup ## Kubernetes API server + etcd on loopback for the manifest tests (built from Go the first time)
+	$(IPSP) stack k8s up
+
+k8s-down: ## stop the Kubernetes control plane
+	@test -x $(IPSP) && $(IPSP) stack k8s down || true
 
 status: ## show the local stack
 	$(IPSP) stack status
@@ -61,10 +67,10 @@ lint: setup-dev ## ruff and mypy
 unit: setup-dev ## unit tests (nothing but pytest)
 	$(BIN)/pytest tests/unit
 
-integration: setup-dev up ## integration tests against the real local stack
+integration: setup-dev up k8s-up ## integration tests against the real local stack
 	$(BIN)/pytest tests/integration
 
-test: prereqs-test lint up ## everything CI runs: lint, unit and integration tests
+test: prereqs-test lint up k8s-up ## everything CI runs: lint, unit and integration tests
 	$(BIN)/pytest tests
 
 bench: bench-detect bench-fidelity bench-pack bench-produce bench-pipeline bench-serve ## all benchmarks

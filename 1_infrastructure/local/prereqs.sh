@@ -35,6 +35,7 @@ fi
 if [ "$goal" = test ]; then
   command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
     || say "Chromium (the report test renders the HTML report headless): apt-get install -y chromium"
+  command -v openssl >/dev/null 2>&1 || say "openssl (certificates of the test Kubernetes API server): apt-get install -y openssl"
 fi
 
 [ "$missing" = 0 ] || { echo "prerequisites missing for 'make $goal' (see above); .ci/run installs them on Debian" >&2; exit 1; }

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     stack_kafka_controller_port: int = Field(9093, description="Local Kafka controller port.")
     stack_mongo_port: int = Field(27017, description="Local FerretDB port.")
     stack_s3_port: int = Field(9000, description="Local S3 server port.")
+    stack_k8s_port: int = Field(6443, description="Local kube-apiserver port (manifest tests).")
+    stack_etcd_port: int = Field(2379, description="Local etcd client port (peer port: this plus one).")
 
     @model_validator(mode="before")
     @classmethod

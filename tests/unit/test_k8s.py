@@ -499,11 +499,11 @@ def test_overlay_builds_the_whole_system(rendered: dict[str, list[Manifest]], ov
     for expected in [
         ("Namespace", "ipsp"),
         ("StatefulSet", "minio"),
-        ("Job", "minio-setup"),
+        ("CronJob", "minio-setup"),
         ("StatefulSet", "kafka"),
-        ("Job", "kafka-setup"),
+        ("CronJob", "kafka-setup"),
         ("StatefulSet", "mongodb"),
-        ("Job", "mongodb-setup"),
+        ("CronJob", "mongodb-setup"),
         stream,
         ("Role", "spark-driver"),
         ("CronJob", "ipsp-pack"),
@@ -784,7 +784,7 @@ def test_grafana_kustomization_lists_every_provisioning_file() -> None:
 
 
 def test_gen_secrets_writes_random_private_files_and_keeps_them(tmp_path: Path) -> None:
-    """Fresh random values per field and per run; existing files survive unless --force."""
+    """Fresh random values per field and per run; existing files survive a second run."""
     k8s = fresh_copy(tmp_path)
     overlay = k8s / "overlays" / "dev"
     assert gen_secrets(k8s, overlay).returncode == 0
@@ -793,11 +793,52 @@ def test_gen_secrets_writes_random_private_files_and_keeps_them(tmp_path: Path) 
     assert stat.S_IMODE(os.stat(app).st_mode) == 0o600
     values = dict(line.split("=", 1) for line in first.splitlines() if line and not line.startswith("#"))
     assert not any("@GENERATE@" in value for value in values.values())
-    password = re.search(r"://ipsp_app:([0-9a-f]{32})@", values["IPSP_MONGO_URI"])
-    assert password and re.fullmatch(r"[0-9a-f]{32}", values["IPSP_S3_SECRET_KEY"])
+    password = re.search(r"://ipsp_app:([A-Za-z0-9]{24})@", values["IPSP_MONGO_URI"])
+    assert password and re.fullmatch(r"[A-Za-z0-9]{24}", values["IPSP_S3_SECRET_KEY"])
     assert password[1] != values["IPSP_S3_SECRET_KEY"]
     assert gen_secrets(k8s, overlay).returncode == 0 and app.read_text() == first
-    assert gen_secrets(k8s, overlay, "--force").returncode == 0 and app.read_text() != first
+
+
+def env_values(path: Path) -> dict[str, str]:
+    """KEY=value lines of a secret env file."""
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_gen_secrets_rotate_changes_app_credentials_and_never_root(tmp_path: Path) -> None:
+    """--rotate: new app/API passwords (same users); root and Grafana admin files untouched."""
+    k8s = fresh_copy(tmp_path)
+    overlay = k8s / "overlays" / "dev"
+    assert gen_secrets(k8s, overlay).returncode == 0
+    secrets = overlay / "secrets"
+    before = {path.name: path.read_text() for path in secrets.glob("*.secret.env")}
+    result = gen_secrets(k8s, overlay, "--rotate")
+    assert result.returncode == 0, result.stderr
+    assert sorted(line.split()[0] for line in result.stdout.splitlines()).count("rotated") == 2
+    for name in ("minio.secret.env", "mongodb.secret.env", "grafana.secret.env"):
+        assert (secrets / name).read_text() == before[name], f"{name} must never be rotated"
+    user = re.compile(r"://([^:]+):")
+    for name in ("app.secret.env", "api.secret.env"):
+        template = env_values(k8s / "secrets" / f"{name}.example")
+        old = dict(line.split("=", 1) for line in before[name].splitlines() if line and not line.startswith("#"))
+        new = env_values(secrets / name)
+        assert old.keys() == new.keys() == template.keys()
+        for key, pattern in template.items():
+            if "@GENERATE@" in pattern:
+                assert new[key] != old[key], f"{name}: {key} was not rotated"
+            else:
+                assert new[key] == old[key] == pattern
+        if "IPSP_MONGO_URI" in new:  # same MongoDB user, new password: setup.js updates it
+            assert user.search(new["IPSP_MONGO_URI"])[1] == user.search(old["IPSP_MONGO_URI"])[1]  # type: ignore[index]
+        assert stat.S_IMODE(os.stat(secrets / name).st_mode) == 0o600
+
+
+def test_gen_secrets_refuses_the_old_force_flag(tmp_path: Path) -> None:
+    """--force used to rotate the root passwords and lock the setup Jobs out: now a clear error."""
+    k8s = fresh_copy(tmp_path)
+    result = gen_secrets(k8s, k8s / "overlays" / "dev", "--force")
+    assert result.returncode == 2 and "--rotate" in result.stderr
+    assert not (k8s / "overlays" / "dev" / "secrets").exists()
 
 
 def test_gen_secrets_rejects_a_folder_that_is_not_an_overlay(tmp_path: Path) -> None:

@@ -90,3 +90,52 @@ def env() -> None:
     from ipsp.localstack.stack import shell_exports
 
     typer.echo(shell_exports())
+
+
+k8s_app = typer.Typer(
+    help="A Kubernetes control plane on loopback (etcd + kube-apiserver, no kubelet) for the manifest tests.",
+    no_args_is_help=True,
+)
+stack_app.add_typer(k8s_app, name="k8s")
+
+
+@k8s_app.command("fetch")
+def k8s_fetch() -> None:
+    """Build kube-apiserver, kubectl and etcd from the Go module proxy where missing."""
+    from ipsp.config import load_settings
+    from ipsp.localstack import k8s
+
+    started = time.monotonic()
+    did = k8s.build(k8s.paths_for(load_settings()), say=_say)
+    _say(f"built in {time.monotonic() - started:.0f} s" if did else "already built")
+
+
+@k8s_app.command("up")
+def k8s_up() -> None:
+    """Start etcd and kube-apiserver (building them first when missing); wait until ready."""
+    from ipsp.localstack import k8s
+
+    started = time.monotonic()
+    kubeconfig = k8s.up(say=_say)
+    _say(f"ready in {time.monotonic() - started:.1f} s; kubeconfig {kubeconfig}")
+    _say('`eval "$(ipsp stack k8s env)"` points kubectl at it (objects are stored, never run)')
+
+
+@k8s_app.command("down")
+def k8s_down() -> None:
+    """Stop kube-apiserver and etcd (only what `up` started)."""
+    from ipsp.localstack import k8s
+
+    stopped = k8s.down(say=_say)
+    _say("stopped " + ", ".join(stopped) if stopped else "nothing was running")
+
+
+@k8s_app.command("env")
+def k8s_env() -> None:
+    """Print `export KUBECONFIG=...` and PATH lines: `eval "$(ipsp stack k8s env)"`."""
+    from ipsp.errors import UserError
+    from ipsp.localstack import k8s
+
+    if not k8s.running():
+        raise UserError("the control plane is not running: start it with `ipsp stack k8s up`")
+    typer.echo(k8s.env_lines())
