@@ -161,6 +161,7 @@ class ServingState(Contract):
     batch_id: int = Field(ge=0)
     first_hour: UtcDatetime | None = Field(None, description="earliest camera-hour with windows")
     last_hour: UtcDatetime | None = Field(None, description="latest camera-hour with windows")
+    first_batch_at: UtcDatetime = Field(description="start of the earliest batch written (the pipeline's extent)")
     written_at: UtcDatetime
     schema_version: Literal["1.1"] = SERVING_VERSION
 
@@ -493,12 +494,14 @@ def state_document(
     """The serving state after a batch: its progress id, and the hour extent widened by ``hours``."""
     first = [_utc(stored["first_hour"])] if stored and stored.get("first_hour") else []
     last = [_utc(stored["last_hour"])] if stored and stored.get("last_hour") else []
+    started = [_utc(stored["first_batch_at"])] if stored else []
     return {
         "_id": STATE_ID,
         "last_batch": progress["_id"],
         "batch_id": int(progress["batch_id"]),
         "first_hour": min([*first, *hours], default=None),
         "last_hour": max([*last, *hours], default=None),
+        "first_batch_at": min([*started, _utc(progress["started_at"])]),
         "written_at": now,
         "schema_version": SERVING_VERSION,
     }

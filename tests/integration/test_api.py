@@ -18,7 +18,7 @@ from pymongo.database import Database
 from ipsp.config import Settings
 from ipsp.contracts import format_time
 from ipsp.serving import queries
-from ipsp.serving.testing import ApiServer, SeededRun, drop_database, free_port, seed_traffic_db
+from serving_support import ApiServer, SeededRun, drop_database, free_port, seed_traffic_db
 
 DB_NAME = "ipsp_test_serving_api"
 CLASSES = ("motorbike", "car", "bus", "truck", "bicycle", "person")

@@ -20,7 +20,7 @@ from PIL import Image, ImageStat
 
 from ipsp.config import Settings
 from ipsp.serving.report import CHART_TITLES
-from ipsp.serving.testing import SeededRun, drop_database, free_port, seed_traffic_db
+from serving_support import SeededRun, drop_database, free_port, seed_traffic_db
 
 DB_NAME = "ipsp_test_serving_report"
 WINDOW = (1280, 3600)
