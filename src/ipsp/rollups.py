@@ -162,6 +162,7 @@ class ServingState(Contract):
     first_hour: UtcDatetime | None = Field(None, description="earliest camera-hour with windows")
     last_hour: UtcDatetime | None = Field(None, description="latest camera-hour with windows")
     first_batch_at: UtcDatetime = Field(description="start of the earliest batch written (the pipeline's extent)")
+    last_batch_at: UtcDatetime = Field(description="finish of the latest batch written")
     written_at: UtcDatetime
     schema_version: Literal["1.1"] = SERVING_VERSION
 
@@ -502,6 +503,7 @@ def state_document(
         "first_hour": min([*first, *hours], default=None),
         "last_hour": max([*last, *hours], default=None),
         "first_batch_at": min([*started, _utc(progress["started_at"])]),
+        "last_batch_at": _utc(progress["finished_at"]),
         "written_at": now,
         "schema_version": SERVING_VERSION,
     }

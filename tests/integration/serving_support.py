@@ -152,7 +152,9 @@ def write_through_sink(
         nonlocal batch, batch_id, offset
         if not batch:
             return
-        started = utc_now()
+        # a live feed: the batch starts just after its newest frame's event time (the clock is the feed's)
+        started = max(frame[2] for frame in batch) + timedelta(milliseconds=200)
+        wall = time.perf_counter()
         results: list[AnalysisResult] = []
         letters: list[DeadLetter] = []
         for key, camera, event_time, frame_index, per_class, density, dets in batch:
@@ -170,9 +172,10 @@ def write_through_sink(
             offset += 1
             if dead_every and offset % dead_every == 0:
                 letters.append(DeadLetter(
-                    id=f"{TOPIC}:0:{offset}", stage=DEAD_STAGES[(offset // dead_every) % len(DEAD_STAGES)],  # type: ignore[arg-type]
+                    id=f"{TOPIC}:0:{offset}", stage=DEAD_STAGES[(offset // dead_every - 1) % len(DEAD_STAGES)],  # type: ignore[arg-type]
                     reason="generated bad record", raw="{not json", created_at=started,
                     kafka=KafkaCoordinates(topic=TOPIC, partition=0, offset=offset), camera_id=camera,
+                    record_key=None if offset // dead_every % len(DEAD_STAGES) == 1 else key,
                 ))  # fmt: skip
                 offset += 1
         sink.write_results(results)
@@ -181,12 +184,11 @@ def write_through_sink(
             Frame(r.id, r.camera_id, r.event_time, FrameFigures(counts=r.counts, density_percent=r.density_percent))
             for r in results
         )
-        now = utc_now()
-        windows, empty = state.documents(changes.touched, status_of, now)
+        windows, empty = state.documents(changes.touched, status_of, utc_now())
         sink.write_windows(windows, empty)
         state.close_windows()
-        finished = utc_now()
-        seconds = max((finished - started).total_seconds(), 1e-3)
+        seconds = max(time.perf_counter() - wall, 1e-3)
+        finished = started + timedelta(seconds=seconds)
         doc = PipelineProgress(
             id=f"{query}:{batch_id}", query=query, batch_id=batch_id, rows=len(results) + len(letters),
             results=len(results), dead_letters=len(letters),
@@ -236,7 +238,8 @@ def seed_traffic_db(settings: Settings, db_name: str, frames: int = 1200, camera
     try:
         sink.client.drop_database(db_name)
         sink.ensure_indexes()
-        write_through_sink(sink, settings, frames, cameras)
+        # a frame every 4 s per camera: 1,200 frames over 6 cameras span 13 minutes (several 5-minute buckets)
+        write_through_sink(sink, settings, frames, cameras, frames_per_second=0.25)
     finally:
         sink.client.close()
     return describe(settings, db_name)
@@ -251,14 +254,15 @@ def describe(settings: Settings, db_name: str) -> SeededRun:
         state = db[rollups.STATE].find_one({"_id": rollups.STATE_ID})
         if not cameras or state is None:
             raise RuntimeError(f"database {db_name} holds no run")
-        first = min(_first_window(db, camera) for camera in cameras)
+        first = min([*(_first_window(db, camera) for camera in cameras), state["first_batch_at"]])
+        last = max([*(doc["latest"]["window_end"] for doc in cameras.values()), state["last_batch_at"]])
         return SeededRun(
             mongo_uri=settings.mongo_uri.get_secret_value(),
             db_name=db_name,
             cameras=sorted(cameras),
             frames=sum(int(d["frames"]) for doc in cameras.values() for d in doc["days"].values()),
             start=first,
-            end=max(doc["latest"]["window_end"] for doc in cameras.values()),
+            end=last + timedelta(seconds=1),
         )
     finally:
         client.close()
@@ -335,3 +339,35 @@ class ApiServer:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait(timeout=10)
+
+
+#: fields that say when a document was written, not what it holds
+WRITE_TIMES = ("updated_at", "written_at")
+
+
+def serving_snapshot(db: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every stored serving document by collection and ``_id``, without its write times."""
+    return {
+        name: {str(doc["_id"]): {k: v for k, v in doc.items() if k not in WRITE_TIMES} for doc in db[name].find({})}
+        for name in rollups.SERVING_COLLECTIONS
+    }
+
+
+def rebuilt_snapshot(db: Any, settings: Settings) -> dict[str, dict[str, dict[str, Any]]]:
+    """What ``ipsp rollups rebuild`` computes from the stored frames, in the same form."""
+    from ipsp.streaming.maintenance import rebuild_documents
+
+    documents = rebuild_documents(db, settings.window_seconds, status_function(settings.cameras_config))
+    return {
+        name: {key: {k: v for k, v in doc.items() if k not in WRITE_TIMES} for key, doc in docs.items()}
+        for name, docs in documents.items()
+    }
+
+
+def check_serving_equals_rebuild(db: Any, settings: Settings) -> None:
+    """Every serving document the writer left equals the one rebuilt from the stored frames."""
+    stored, rebuilt = serving_snapshot(db), rebuilt_snapshot(db, settings)
+    for name in rollups.SERVING_COLLECTIONS:
+        assert set(stored[name]) == set(rebuilt[name]), (name, sorted(set(stored[name]) ^ set(rebuilt[name]))[:5])
+        for key, doc in rebuilt[name].items():
+            assert stored[name][key] == doc, (name, key)

@@ -395,7 +395,7 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         def answer() -> Response:
             batches = state.db[queries.PROGRESS].estimated_document_count()
             letters = state.db[queries.DEAD_LETTERS].estimated_document_count()
-            return _json(queries.summary_of(reader.cameras(), reader.state(), batches, letters), Summary)
+            return _json(queries.summary_of(reader.cameras(), reader.first_window_start(), batches, letters), Summary)
 
         return reader.cached(("summary",), answer)
 

@@ -425,17 +425,14 @@ def camera_status_of(doc: Mapping[str, Any]) -> CameraStatus:
 
 
 def summary_of(
-    cameras: Mapping[str, Mapping[str, Any]], state: Mapping[str, Any] | None, batches: int, dead_letters: int
+    cameras: Mapping[str, Mapping[str, Any]], first_window: datetime | None, batches: int, dead_letters: int
 ) -> Summary:
-    """What the database holds, from the camera documents, the serving state and two collection counts.
-
-    ``first_window_start`` is the start of the first camera-hour with windows.
-    """
+    """What the database holds, from the camera documents, the first window and two collection counts."""
     days = [day for doc in cameras.values() for day in doc["days"].values()]
     return Summary(
         frames=sum(int(day["frames"]) for day in days),
         cameras=len(cameras),
-        first_window_start=(state or {}).get("first_hour"),
+        first_window_start=first_window,
         last_window_end=max((doc["latest"]["window_end"] for doc in cameras.values()), default=None),
         windows=sum(int(day["windows"]) for day in days),
         batches=batches,

@@ -150,6 +150,20 @@ class ServingReader:
         _check_size(ids)
         return rollups.hours_of_days(self.documents(rollups.CAMERA_DAYS, ids), span.start, span.end)
 
+    def first_window_start(self) -> datetime | None:
+        """Start of the earliest window: the earliest camera-hour's first slot (one lookup per camera)."""
+        state = self.state()
+        if state is None or state.get("first_hour") is None:
+            return None
+        first_hour = state["first_hour"]
+        ids = [rollups.camera_hour_id(camera, first_hour) for camera in sorted(self.cameras())]
+        starts = [
+            rollups.slot_start(doc["hour_start"], min(doc["windows"]))
+            for doc in self.documents(rollups.CAMERA_HOURS, ids)
+            if doc["windows"]
+        ]
+        return min(starts, default=first_hour)
+
     def batch_rows(self, span: TimeRange) -> list[dict[str, Any]]:
         """Batch entries that finished in the range, oldest first."""
         ids = rollups.pipeline_hour_ids(span.start, span.end)

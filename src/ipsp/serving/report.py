@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.database import Database
 
-from ipsp import rollups
 from ipsp.contracts import TRAFFIC_STATUSES, format_time
 from ipsp.errors import UserError
 from ipsp.serving import queries
@@ -87,11 +86,9 @@ def run_extent(db: Database[dict[str, Any]]) -> TimeRange | None:
         cameras = reader.cameras()
         if state is None or not cameras or state.get("first_hour") is None:
             return None
-        first_hour = state["first_hour"]
-        hours = reader.documents(rollups.CAMERA_HOURS, [rollups.camera_hour_id(c, first_hour) for c in sorted(cameras)])
-        starts = [rollups.slot_start(h["hour_start"], min(h["windows"])) for h in hours if h["windows"]]
+        first = reader.first_window_start()
         end = max(doc["latest"]["window_end"] for doc in cameras.values())
-        return TimeRange(min(starts, default=first_hour), end)
+        return TimeRange(first or state["first_hour"], end)
     finally:
         reader.close()
 
@@ -100,7 +97,7 @@ def pipeline_extent(state: dict[str, Any] | None) -> TimeRange | None:
     """From the first batch's start to just after the last write (processing time)."""
     if state is None:
         return None
-    return TimeRange(state["first_batch_at"], state["written_at"] + timedelta(seconds=1))
+    return TimeRange(state["first_batch_at"], state["last_batch_at"] + timedelta(seconds=1))
 
 
 #: a series with at most this many points is drawn with markers

@@ -25,7 +25,7 @@ from typing import Any
 import typer
 
 from ipsp import rollups
-from ipsp.contracts import Counts, event_id, utc_now, window_id
+from ipsp.contracts import Counts, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -136,20 +136,13 @@ def rebuild(db: Any, window_seconds: int, status_of: StatusOf) -> dict[str, int]
 def prune(db: Any, settings: Any, now: datetime | None = None) -> dict[str, int]:
     """Delete what is older than the retention settings; returns documents deleted per collection."""
     now = now or utc_now()
-    cameras = [str(doc["_id"]) for doc in db[rollups.CAMERAS].find({}, {"_id": 1})]
     deleted: dict[str, int] = {}
     if settings.retention_frames_days > 0:
         cutoff = now - timedelta(days=settings.retention_frames_days)
-        deleted[RESULTS] = sum(
-            db[RESULTS].delete_many({"_id": {"$gte": f"{c}|", "$lt": event_id(c, cutoff)}}).deleted_count
-            for c in cameras
-        )
+        deleted[RESULTS] = db[RESULTS].delete_many({"event_time": {"$lt": cutoff}}).deleted_count
     if settings.retention_windows_days > 0:
         cutoff = now - timedelta(days=settings.retention_windows_days)
-        deleted[WINDOWS] = sum(
-            db[WINDOWS].delete_many({"_id": {"$gte": f"{c}|", "$lt": window_id(c, cutoff)}}).deleted_count
-            for c in cameras
-        )
+        deleted[WINDOWS] = db[WINDOWS].delete_many({"window_start": {"$lt": cutoff}}).deleted_count
     if settings.retention_progress_days > 0:
         cutoff = now - timedelta(days=settings.retention_progress_days)
         deleted[PROGRESS] = db[PROGRESS].delete_many({"finished_at": {"$lt": cutoff}}).deleted_count
