@@ -47,7 +47,7 @@ from ipsp.serving.models import (
     WindowRow,
 )
 from ipsp.serving.params import BadParameter, TimeRange, parse_cameras, parse_duration, parse_range
-from ipsp.serving.reader import HOURS_UP_TO, ServingReader, round_range
+from ipsp.serving.reader import HOURS_UP_TO, ServingReader, round_range, rounding_for
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,10 @@ def _range(from_: str | None, to: str | None) -> TimeRange:
     return parse_range(from_, to)
 
 
+def _rounded(span: TimeRange, bucket: timedelta) -> TimeRange:
+    return round_range(span, rounding_for(span, bucket))
+
+
 def _json(rows: Any, model: Any) -> Response:
     """Serialized by pydantic-core's Rust encoder once per cached answer; the route's model stays in OpenAPI."""
     return Response(content=TypeAdapter(model).dump_json(rows), media_type="application/json")
@@ -267,7 +271,7 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         """One camera's windows in the range with counts per class (hour rows for ranges over 36 h)."""
         span = _range(from_, to)
         names = [_one_camera(state, camera_id)]
-        span = round_range(span, window_bucket(span))
+        span = round_range(span, rounding_for(span, window_bucket(span)))
         return reader.cached(
             ("windows", tuple(names), span.start, span.end),
             lambda: _json([queries.window_row(doc) for doc in rows_for(names, span)], list[WindowRow]),
@@ -282,7 +286,7 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         """Windows of the cameras in the range (one row per camera and window; hour rows over 36 h)."""
         span = _range(from_, to)
         names = _cameras(state, camera)
-        span = round_range(span, window_bucket(span))
+        span = round_range(span, rounding_for(span, window_bucket(span)))
         return reader.cached(
             ("windows", tuple(names), span.start, span.end),
             lambda: _json([queries.window_row(doc) for doc in rows_for(names, span)], list[WindowRow]),
@@ -300,7 +304,7 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         width = parse_duration(bucket)
         queries.check_buckets(span, width)
         names = _cameras(state, camera)
-        span = round_range(span, max(width, window_bucket(span)))
+        span = round_range(span, rounding_for(span, max(width, window_bucket(span))))
         return reader.cached(
             ("heatmap", tuple(names), span.start, span.end, width),
             lambda: _json(queries.heat_cells(rows_for(names, span), width), list[HeatCell]),
@@ -315,7 +319,7 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         """Objects per traffic class over the range, with shares (every class listed)."""
         span = _range(from_, to)
         names = _cameras(state, camera)
-        span = round_range(span, window_bucket(span))
+        span = round_range(span, rounding_for(span, window_bucket(span)))
         return reader.cached(
             ("class-mix", tuple(names), span.start, span.end),
             lambda: _json(queries.class_mix_of(rows_for(names, span)), list[ClassShare]),
@@ -330,7 +334,7 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         """Objects per traffic class for each camera over the range."""
         span = _range(from_, to)
         names = _cameras(state, camera)
-        span = round_range(span, window_bucket(span))
+        span = round_range(span, rounding_for(span, window_bucket(span)))
         return reader.cached(
             ("class-mix-cameras", tuple(names), span.start, span.end),
             lambda: _json(queries.class_mix_by_camera_of(rows_for(names, span)), list[CameraClassMix]),
@@ -342,7 +346,7 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         to: str | None = Query(None, description=TO_HELP),
     ) -> Any:
         """Streaming job over the range: batches, rows, throughput, latency, dead letters (one row)."""
-        span = round_range(_range(from_, to), minute)
+        span = _rounded(_range(from_, to), minute)
         return reader.cached(
             ("pipeline-health", span.start, span.end),
             lambda: _json([queries.health_of(reader.batch_rows(span))], list[PipelineHealth]),
@@ -355,7 +359,7 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         limit: int = Query(500, ge=1, le=queries.MAX_LIST_ROWS, description="Latest batches to return."),
     ) -> Any:
         """The latest micro-batches that finished in the range (oldest first): rates and latency."""
-        span = round_range(_range(from_, to), minute)
+        span = _rounded(_range(from_, to), minute)
         return reader.cached(
             ("pipeline-batches", span.start, span.end, limit),
             lambda: _json([queries.batch_row(doc) for doc in reader.batch_rows(span)[-limit:]], list[BatchRow]),
@@ -369,7 +373,7 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         stage: list[str] = Query([], description="Only these stages (repeated or comma-separated)."),
     ) -> Any:
         """The latest dead letters created in the range, newest first (dead_letters is kept small by retention)."""
-        span = round_range(_range(from_, to), minute)
+        span = _rounded(_range(from_, to), minute)
         stages = _stages(stage)
         return reader.cached(
             ("dead-letters", span.start, span.end, limit, tuple(sorted(stages))),
@@ -382,7 +386,7 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         to: str | None = Query(None, description=TO_HELP),
     ) -> Any:
         """Dead letters per pipeline stage over the range (every stage listed), from the batches' figures."""
-        span = round_range(_range(from_, to), minute)
+        span = _rounded(_range(from_, to), minute)
         return reader.cached(
             ("dead-letter-stages", span.start, span.end),
             lambda: _json(queries.stages_of(reader.batch_rows(span)), list[StageCount]),

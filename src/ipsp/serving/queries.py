@@ -191,7 +191,9 @@ def window_row(doc: Mapping[str, Any]) -> WindowRow:
     """Flatten a ``traffic_windows`` document into a response row."""
     counts = flat_counts(doc.get("counts"))
     frames = int(doc["frames"])
-    return WindowRow(
+    # built without validation: the fields come from documents the pipeline validated when it wrote
+    # them, and a 6-hour dashboard answers thousands of rows
+    return WindowRow.model_construct(
         time=doc["window_start"],
         window_end=doc["window_end"],
         camera_id=doc["camera_id"],

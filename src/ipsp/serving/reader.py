@@ -188,6 +188,22 @@ def _check_size(ids: list[str]) -> None:
         )
 
 
+#: steps a range is widened to (at least its route's own bucket): about 1/72 of the range
+ROUNDING_STEPS = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15), timedelta(hours=1))
+
+
+def rounding_for(span: TimeRange, bucket: timedelta) -> timedelta:
+    """The step a request's range is widened to: the route's bucket, or about 1/72 of the range if larger.
+
+    A 6-hour dashboard is answered for whole 5 minutes: Grafana's moving
+    ``now-6h`` asks the same question for 5 minutes (the widened edges hold at most
+    one step of data just outside the visible range, which the panel clips).
+    """
+    wanted = span.span / 72
+    step = next((s for s in ROUNDING_STEPS if s >= wanted), ROUNDING_STEPS[-1])
+    return max(step, bucket)
+
+
 def round_range(span: TimeRange, bucket: timedelta) -> TimeRange:
     """The range widened to whole buckets (epoch-aligned): refreshes inside one bucket share an answer."""
     size = bucket.total_seconds()
