@@ -3,7 +3,7 @@
 For each history size (one run, same machine):
 
 1. build database ``ipsp_bench_serve_<size>`` through the stream job's own sink
-   code (``tests/integration/serving_support.write_through_sink``: the job's
+   code (``tests/support/serving.write_through_sink``: the job's
    MongoSink, window state and serving writer; detections are generated), 20
    cameras at 1 frame/s ending now - reused when it already holds that history
    (``--reseed`` forces) and left in place afterwards so it can be inspected;
@@ -40,13 +40,12 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "integration"))  # the sink feed lives with the tests that share it
-
-from serving_support import ApiServer, open_sink, write_through_sink  # noqa: E402
+sys.path.insert(0, str(REPO / "tests"))  # tests/support: the sink feed the serving tests use too
 
 from ipsp import rollups  # noqa: E402
 from ipsp.config import load_settings  # noqa: E402
 from ipsp.serving.dashboards import grafana_values, infinity_queries, load_dashboards, resolve_request  # noqa: E402
+from support.serving import ApiServer, open_sink, write_through_sink  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "serve.json"
 DASHBOARDS = REPO / "1_infrastructure" / "grafana" / "dashboards"

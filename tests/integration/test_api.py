@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 from pymongo.database import Database
-from serving_support import ApiServer, SeededRun, drop_database, free_port, seed_traffic_db
 
 from ipsp.config import Settings
 from ipsp.contracts import format_time
 from ipsp.serving import queries
+from support.serving import ApiServer, SeededRun, drop_database, free_port, seed_traffic_db
 
 DB_NAME = "ipsp_test_serving_api"
 CLASSES = ("motorbike", "car", "bus", "truck", "bicycle", "person")

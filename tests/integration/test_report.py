@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageStat
-from serving_support import SeededRun, drop_database, free_port, seed_traffic_db
 
 from ipsp.config import Settings
 from ipsp.serving.report import CHART_TITLES
+from support.serving import SeededRun, drop_database, free_port, seed_traffic_db
 
 DB_NAME = "ipsp_test_serving_report"
 WINDOW = (1280, 3600)

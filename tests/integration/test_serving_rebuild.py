@@ -6,17 +6,17 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from serving_support import (
+
+from ipsp import rollups
+from ipsp.config import Settings
+from ipsp.streaming.maintenance import prune, rebuild, status_function
+from support.serving import (
     DEFAULT_START,
     check_serving_equals_rebuild,
     open_sink,
     serving_snapshot,
     write_through_sink,
 )
-
-from ipsp import rollups
-from ipsp.config import Settings
-from ipsp.streaming.maintenance import prune, rebuild, status_function
 
 pytestmark = pytest.mark.integration
 

@@ -193,17 +193,18 @@ def window_row(doc: Mapping[str, Any]) -> WindowRow:
     frames = int(doc["frames"])
     # built without validation: the fields come from documents the pipeline validated when it wrote
     # them, and a 6-hour dashboard answers thousands of rows
-    return WindowRow.model_construct(
-        time=doc["window_start"],
-        window_end=doc["window_end"],
-        camera_id=doc["camera_id"],
-        frames=frames,
-        vehicles_per_frame=round(counts["total"] / frames, 3) if frames else 0.0,
-        density_mean=float(doc["density_mean"]),
-        density_max=float(doc["density_max"]),
-        traffic_status=doc["traffic_status"],
+    values: dict[str, Any] = {
+        "time": doc["window_start"],
+        "window_end": doc["window_end"],
+        "camera_id": doc["camera_id"],
+        "frames": frames,
+        "vehicles_per_frame": round(counts["total"] / frames, 3) if frames else 0.0,
+        "density_mean": float(doc["density_mean"]),
+        "density_max": float(doc["density_max"]),
+        "traffic_status": doc["traffic_status"],
         **counts,
-    )
+    }
+    return WindowRow.model_construct(**values)
 
 
 def flat_counts(counts: Mapping[str, Any] | None) -> dict[str, int]:
