@@ -52,6 +52,9 @@ DASHBOARDS = REPO / "1_infrastructure" / "grafana" / "dashboards"
 CAMERAS = 20
 SIZES = {"100k": 100_000, "1m": 1_000_000}
 VIEW = timedelta(hours=6)
+#: frames per micro-batch while building a history (1,000 s of 20 cameras): each batch also rewrites
+#: the windows it shares with the previous one, and FerretDB scans the windows collection per replace
+BATCH_FRAMES = 20_000
 
 
 def say(text: str) -> None:
@@ -115,7 +118,7 @@ def build(settings: Any, db_name: str, frames: int, reseed: bool) -> dict[str, A
 
         # detection boxes left out (counts and density kept): no panel reads them, and a million
         # frame documents with boxes take FerretDB about an hour to insert on a 2-core machine
-        batches = write_through_sink(sink, settings, frames, CAMERAS, start=start, batch_frames=2_000,
+        batches = write_through_sink(sink, settings, frames, CAMERAS, start=start, batch_frames=BATCH_FRAMES,
                                      progress=progress, boxes=False)  # fmt: skip
         seconds = time.perf_counter() - began
         held, end = history_of(sink.db)

@@ -163,6 +163,10 @@ class ServingState(Contract):
     last_hour: UtcDatetime | None = Field(None, description="latest camera-hour with windows")
     first_batch_at: UtcDatetime = Field(description="start of the earliest batch written (the pipeline's extent)")
     last_batch_at: UtcDatetime = Field(description="finish of the latest batch written")
+    touched_hours: list[str] = Field(
+        default_factory=list,
+        description="YYYY-MM-DDTHH of the camera-hours the latest batch wrote (readers keep the rest)",
+    )
     written_at: UtcDatetime
     schema_version: Literal["1.1"] = SERVING_VERSION
 
@@ -490,9 +494,13 @@ def _pipeline_doc(key: str, stored: Mapping[str, Any] | None, now: datetime) -> 
 
 
 def state_document(
-    stored: Mapping[str, Any] | None, progress: Mapping[str, Any], hours: Sequence[datetime], now: datetime
+    stored: Mapping[str, Any] | None,
+    progress: Mapping[str, Any],
+    hours: Sequence[datetime],
+    now: datetime,
+    touched: Iterable[datetime] = (),
 ) -> dict[str, Any]:
-    """The serving state after a batch: its progress id, and the hour extent widened by ``hours``."""
+    """The serving state after a batch: its progress id, the hour extent widened by ``hours``, the hours it wrote."""
     first = [_utc(stored["first_hour"])] if stored and stored.get("first_hour") else []
     last = [_utc(stored["last_hour"])] if stored and stored.get("last_hour") else []
     started = [_utc(stored["first_batch_at"])] if stored else []
@@ -504,6 +512,7 @@ def state_document(
         "last_hour": max([*last, *hours], default=None),
         "first_batch_at": min([*started, _utc(progress["started_at"])]),
         "last_batch_at": _utc(progress["finished_at"]),
+        "touched_hours": sorted({hour_key(hour) for hour in touched}),
         "written_at": now,
         "schema_version": SERVING_VERSION,
     }

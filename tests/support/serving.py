@@ -346,8 +346,8 @@ class ApiServer:
             self._process.wait(timeout=10)
 
 
-#: fields that say when a document was written, not what it holds
-WRITE_TIMES = ("updated_at", "written_at")
+#: fields that say when (and by which batch) a document was written, not what it holds
+WRITE_TIMES = ("updated_at", "written_at", "touched_hours")
 
 
 def serving_snapshot(db: Any) -> dict[str, dict[str, dict[str, Any]]]:

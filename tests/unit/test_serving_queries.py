@@ -203,3 +203,45 @@ def test_concurrent_callers_wait_for_one_computation_and_a_failure_is_retried() 
         reader.cached("f", failing)
     assert reader.cached("f", lambda: 3) == 3
     reader.close()
+
+
+class Store:
+    """Stands in for the database: documents by collection and ``_id``, counting lookups (cache rules only)."""
+
+    def __init__(self, docs: dict) -> None:
+        self.docs = docs
+        self.lookups: Counter = Counter()
+
+    def __getitem__(self, name: str) -> Store:
+        self.current = name
+        return self
+
+    def find_one(self, query: dict) -> dict | None:
+        self.lookups[(self.current, query["_id"])] += 1
+        return self.docs.get(self.current, {}).get(query["_id"])
+
+
+def _state(batch_id: int, touched: list[str], query: str = "q") -> dict:
+    return {"_id": "state", "last_batch": f"{query}:{batch_id}", "batch_id": batch_id, "written_at": T0,
+            "last_batch_at": T0 + timedelta(minutes=batch_id), "touched_hours": touched}  # fmt: skip
+
+
+def test_the_next_batch_forgets_only_the_hours_it_wrote() -> None:
+    ids = ["a|2026-01-05T06", "a|2026-01-05T07"]
+    store = Store({rollups.STATE: {"state": _state(1, ["2026-01-05T07"])}})
+    now = [0.0]
+    reader = ServingReader(store, state_ttl_s=1.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    reader.state()
+    reader.documents(rollups.CAMERA_HOURS, ids)
+    store.docs[rollups.STATE]["state"] = _state(2, ["2026-01-05T07"])
+    now[0] = 2.0
+    reader.state()
+    reader.documents(rollups.CAMERA_HOURS, ids)
+    assert store.lookups[(rollups.CAMERA_HOURS, ids[0])] == 1  # a closed hour stays cached
+    assert store.lookups[(rollups.CAMERA_HOURS, ids[1])] == 2  # the hour the batch wrote is read again
+    store.docs[rollups.STATE]["state"] = _state(5, ["2026-01-05T07"])  # batches were missed: forget everything
+    now[0] = 4.0
+    reader.state()
+    reader.documents(rollups.CAMERA_HOURS, ids)
+    assert store.lookups[(rollups.CAMERA_HOURS, ids[0])] == 2
+    reader.close()

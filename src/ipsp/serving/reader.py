@@ -79,11 +79,40 @@ class ServingReader:
         token = f"{doc['last_batch']}@{doc['written_at'].isoformat()}" if doc else ""
         with self._lock:
             if token != self._token:
-                self._docs.clear()
+                self._forget(self._state, doc)
                 self._answers.clear()
                 self._token = token
             self._state, self._state_at = doc, self._clock()
             return doc
+
+    def _forget(self, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+        """Drop the cached documents a new batch may have changed (all of them unless it is the next one).
+
+        When the state moved by exactly one batch of the same query, only the
+        camera-hours it names in ``touched_hours``, their days, the cameras and the
+        pipeline hours near its finish can differ; closed hours stay cached, so a
+        refresh after a batch reads a few documents, not the whole range again.
+        """
+        if before is None or after is None or "touched_hours" not in after:
+            self._docs.clear()
+            return
+        same_query = str(before["last_batch"]).rpartition(":")[0] == str(after["last_batch"]).rpartition(":")[0]
+        if not same_query or int(after["batch_id"]) != int(before["batch_id"]) + 1:
+            self._docs.clear()
+            return
+        hours = set(after["touched_hours"])
+        days = {hour[:10] for hour in hours}
+        finished = after["last_batch_at"]
+        pipeline = {rollups.hour_key(finished), rollups.hour_key(finished - rollups.HOUR)}
+        for collection, doc_id in list(self._docs):
+            stale = (
+                collection in (rollups.CAMERAS, rollups.STATE)
+                or (collection == rollups.CAMERA_HOURS and doc_id.rpartition("|")[2] in hours)
+                or (collection == rollups.CAMERA_DAYS and doc_id.rpartition("|")[2] in days)
+                or (collection == rollups.PIPELINE_HOURS and doc_id in pipeline)
+            )
+            if stale:
+                del self._docs[(collection, doc_id)]
 
     def cached(self, key: Hashable, compute: Callable[[], T]) -> T:
         """The answer for ``key`` under the current batch, computed once (concurrent callers wait)."""

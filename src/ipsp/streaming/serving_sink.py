@@ -118,7 +118,8 @@ class ServingWriter:
             written[rollups.PIPELINE_HOURS] = len(pipeline)
             stored = self._get(rollups.STATE, [rollups.STATE_ID]).get(rollups.STATE_ID)
             active = [h["hour_start"] for h in hours.values() if h["windows"]]
-            state = rollups.state_document(stored, progress, active, now)
+            touched = [h["hour_start"] for h in hours.values()]
+            state = rollups.state_document(stored, progress, active, now, touched)
             self._put(rollups.STATE, {rollups.STATE_ID: state})
             written[rollups.STATE] = 1
         return written
