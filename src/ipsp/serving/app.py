@@ -203,9 +203,14 @@ def _rounded(span: TimeRange, bucket: timedelta) -> TimeRange:
     return round_range(span, rounding_for(span, bucket))
 
 
-def _json(rows: Any, model: Any) -> Response:
+def _json(rows: Any, model: Any) -> bytes:
     """Serialized by pydantic-core's Rust encoder once per cached answer; the route's model stays in OpenAPI."""
-    return Response(content=TypeAdapter(model).dump_json(rows), media_type="application/json")
+    return TypeAdapter(model).dump_json(rows)
+
+
+def _send(body: bytes) -> Response:
+    """A fresh response around cached bytes (responses are not shared between requests)."""
+    return Response(content=body, media_type="application/json")
 
 
 def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRouter:
@@ -229,17 +234,17 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         """Cameras (all, or those named) with frame counts and the status of their latest window."""
         names = _require(state, parse_cameras(camera))
 
-        def answer() -> Response:
+        def answer() -> bytes:
             docs = reader.cameras()
             return _json([queries.camera_status_of(docs[name]) for name in names if name in docs], list[CameraStatus])
 
-        return reader.cached(("cameras", tuple(names)), answer)
+        return _send(reader.cached(("cameras", tuple(names)), answer))
 
     @router.get("/cameras/{camera_id}", response_model=CameraStatus, tags=["cameras"])
     def camera(camera_id: str) -> Any:
         """One camera's status (its latest window); 404 for an unknown camera."""
         name = _one_camera(state, camera_id)
-        return _json(queries.camera_status_of(reader.cameras()[name]), CameraStatus)
+        return _send(_json(queries.camera_status_of(reader.cameras()[name]), CameraStatus))
 
     @router.get("/cameras/{camera_id}/frames", response_model=list[FrameRow], tags=["cameras"])
     def frames(
@@ -272,9 +277,11 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         span = _range(from_, to)
         names = [_one_camera(state, camera_id)]
         span = round_range(span, rounding_for(span, window_bucket(span)))
-        return reader.cached(
-            ("windows", tuple(names), span.start, span.end),
-            lambda: _json([queries.window_row(doc) for doc in rows_for(names, span)], list[WindowRow]),
+        return _send(
+            reader.cached(
+                ("windows", tuple(names), span.start, span.end),
+                lambda: _json([queries.window_row(doc) for doc in rows_for(names, span)], list[WindowRow]),
+            )
         )
 
     @router.get("/windows", response_model=list[WindowRow], tags=["windows"])
@@ -287,9 +294,11 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         span = _range(from_, to)
         names = _cameras(state, camera)
         span = round_range(span, rounding_for(span, window_bucket(span)))
-        return reader.cached(
-            ("windows", tuple(names), span.start, span.end),
-            lambda: _json([queries.window_row(doc) for doc in rows_for(names, span)], list[WindowRow]),
+        return _send(
+            reader.cached(
+                ("windows", tuple(names), span.start, span.end),
+                lambda: _json([queries.window_row(doc) for doc in rows_for(names, span)], list[WindowRow]),
+            )
         )
 
     @router.get("/heatmap", response_model=list[HeatCell], tags=["windows"])
@@ -305,9 +314,11 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         queries.check_buckets(span, width)
         names = _cameras(state, camera)
         span = round_range(span, rounding_for(span, max(width, window_bucket(span))))
-        return reader.cached(
-            ("heatmap", tuple(names), span.start, span.end, width),
-            lambda: _json(queries.heat_cells(rows_for(names, span), width), list[HeatCell]),
+        return _send(
+            reader.cached(
+                ("heatmap", tuple(names), span.start, span.end, width),
+                lambda: _json(queries.heat_cells(rows_for(names, span), width), list[HeatCell]),
+            )
         )
 
     @router.get("/class-mix", response_model=list[ClassShare], tags=["windows"])
@@ -320,9 +331,11 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         span = _range(from_, to)
         names = _cameras(state, camera)
         span = round_range(span, rounding_for(span, window_bucket(span)))
-        return reader.cached(
-            ("class-mix", tuple(names), span.start, span.end),
-            lambda: _json(queries.class_mix_of(rows_for(names, span)), list[ClassShare]),
+        return _send(
+            reader.cached(
+                ("class-mix", tuple(names), span.start, span.end),
+                lambda: _json(queries.class_mix_of(rows_for(names, span)), list[ClassShare]),
+            )
         )
 
     @router.get("/class-mix/cameras", response_model=list[CameraClassMix], tags=["windows"])
@@ -335,9 +348,11 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         span = _range(from_, to)
         names = _cameras(state, camera)
         span = round_range(span, rounding_for(span, window_bucket(span)))
-        return reader.cached(
-            ("class-mix-cameras", tuple(names), span.start, span.end),
-            lambda: _json(queries.class_mix_by_camera_of(rows_for(names, span)), list[CameraClassMix]),
+        return _send(
+            reader.cached(
+                ("class-mix-cameras", tuple(names), span.start, span.end),
+                lambda: _json(queries.class_mix_by_camera_of(rows_for(names, span)), list[CameraClassMix]),
+            )
         )
 
     @router.get("/pipeline/health", response_model=list[PipelineHealth], tags=["pipeline"])
@@ -347,9 +362,11 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
     ) -> Any:
         """Streaming job over the range: batches, rows, throughput, latency, dead letters (one row)."""
         span = _rounded(_range(from_, to), minute)
-        return reader.cached(
-            ("pipeline-health", span.start, span.end),
-            lambda: _json([queries.health_of(reader.batch_rows(span))], list[PipelineHealth]),
+        return _send(
+            reader.cached(
+                ("pipeline-health", span.start, span.end),
+                lambda: _json([queries.health_of(reader.batch_rows(span))], list[PipelineHealth]),
+            )
         )
 
     @router.get("/pipeline/batches", response_model=list[BatchRow], tags=["pipeline"])
@@ -360,9 +377,11 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
     ) -> Any:
         """The latest micro-batches that finished in the range (oldest first): rates and latency."""
         span = _rounded(_range(from_, to), minute)
-        return reader.cached(
-            ("pipeline-batches", span.start, span.end, limit),
-            lambda: _json([queries.batch_row(doc) for doc in reader.batch_rows(span)[-limit:]], list[BatchRow]),
+        return _send(
+            reader.cached(
+                ("pipeline-batches", span.start, span.end, limit),
+                lambda: _json([queries.batch_row(doc) for doc in reader.batch_rows(span)[-limit:]], list[BatchRow]),
+            )
         )
 
     @router.get("/dead-letters", response_model=list[DeadLetterRow], tags=["pipeline"])
@@ -375,9 +394,11 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         """The latest dead letters created in the range, newest first (dead_letters is kept small by retention)."""
         span = _rounded(_range(from_, to), minute)
         stages = _stages(stage)
-        return reader.cached(
-            ("dead-letters", span.start, span.end, limit, tuple(sorted(stages))),
-            lambda: _json(queries.dead_letters(state.db, span, limit, stages), list[DeadLetterRow]),
+        return _send(
+            reader.cached(
+                ("dead-letters", span.start, span.end, limit, tuple(sorted(stages))),
+                lambda: _json(queries.dead_letters(state.db, span, limit, stages), list[DeadLetterRow]),
+            )
         )
 
     @router.get("/dead-letters/stages", response_model=list[StageCount], tags=["pipeline"])
@@ -387,21 +408,23 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
     ) -> Any:
         """Dead letters per pipeline stage over the range (every stage listed), from the batches' figures."""
         span = _rounded(_range(from_, to), minute)
-        return reader.cached(
-            ("dead-letter-stages", span.start, span.end),
-            lambda: _json(queries.stages_of(reader.batch_rows(span)), list[StageCount]),
+        return _send(
+            reader.cached(
+                ("dead-letter-stages", span.start, span.end),
+                lambda: _json(queries.stages_of(reader.batch_rows(span)), list[StageCount]),
+            )
         )
 
     @router.get("/summary", response_model=Summary, tags=["ops"])
     def summary() -> Any:
         """What the database holds: frames and cameras in windows, time extent, batches."""
 
-        def answer() -> Response:
+        def answer() -> bytes:
             batches = state.db[queries.PROGRESS].estimated_document_count()
             letters = state.db[queries.DEAD_LETTERS].estimated_document_count()
             return _json(queries.summary_of(reader.cameras(), reader.first_window_start(), batches, letters), Summary)
 
-        return reader.cached(("summary",), answer)
+        return _send(reader.cached(("summary",), answer))
 
     return router
 
