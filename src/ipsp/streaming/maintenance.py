@@ -26,6 +26,7 @@ import typer
 
 from ipsp import rollups
 from ipsp.contracts import Counts, utc_now
+from ipsp.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,13 @@ MONGO_URI_HELP = "MongoDB URI (default: the local stack's FerretDB)."
 MONGO_DB_HELP = "MongoDB database (default: traffic_db)."
 
 
+def _unavailable(settings: Any, exc: Exception) -> ServiceUnavailable:
+    from ipsp.serving.cli import redact
+
+    first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+    return ServiceUnavailable(f"MongoDB at {redact(settings.mongo_uri.get_secret_value())} failed: {first}")
+
+
 def _database(mongo_uri: str | None, mongo_db: str | None) -> tuple[Any, Any, Any]:
     from ipsp.config import load_settings
     from ipsp.streaming.sinks import connect
@@ -175,10 +183,14 @@ def rebuild_command(
     mongo_db: str | None = typer.Option(None, help=MONGO_DB_HELP, envvar="IPSP_MONGO_DB", show_envvar=True),
 ) -> None:
     """Recompute every serving document from the stored frames, progress and dead letters."""
+    from pymongo.errors import PyMongoError
+
     settings, client, db = _database(mongo_uri, mongo_db)
     try:
         typer.echo(f"rebuilding the serving documents of {settings.mongo_db} (reads every stored frame once) ...")
         written = rebuild(db, settings.window_seconds, status_function(settings.cameras_config))
+    except PyMongoError as exc:
+        raise _unavailable(settings, exc) from exc
     finally:
         client.close()
     typer.echo("written: " + ", ".join(f"{name} {count}" for name, count in written.items()))
@@ -189,9 +201,13 @@ def prune_command(
     mongo_db: str | None = typer.Option(None, help=MONGO_DB_HELP, envvar="IPSP_MONGO_DB", show_envvar=True),
 ) -> None:
     """Delete frames, windows, progress and dead letters past their retention (IPSP_RETENTION_*_DAYS)."""
+    from pymongo.errors import PyMongoError
+
     settings, client, db = _database(mongo_uri, mongo_db)
     try:
         deleted = prune(db, settings)
+    except PyMongoError as exc:
+        raise _unavailable(settings, exc) from exc
     finally:
         client.close()
     typer.echo(
