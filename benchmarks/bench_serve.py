@@ -10,10 +10,12 @@ For each history size (one run, same machine):
 2. start the real ``ipsp serve`` (one uvicorn worker) on a free loopback port;
 3. measure each panel's cache-miss cost: a few requests whose range no other
    request used (every one reads its serving documents from MongoDB);
-4. run ``--viewers`` concurrent viewers for ``--seconds``: each refreshes every
-   panel of the provisioned dashboards (their own requests, the last 6 hours)
-   in a loop, and like Grafana's ``now-6h`` every request sends its own from/to
-   (the clock moves), so a cache keyed on the exact range would earn nothing.
+4. run ``--viewers`` concurrent viewers for ``--seconds``: every
+   ``--refresh-seconds`` each reloads every panel of the provisioned dashboards
+   at once, as Grafana does (their own requests, the last 6 hours; viewers'
+   phases spread over the interval), and like Grafana's ``now-6h`` every request
+   sends its own from/to (the clock moves), so a cache keyed on the exact range
+   would earn nothing. ``--refresh-seconds 0`` sends back to back (saturation).
 
 Prints a table and writes ``benchmarks/results/serve.json``: per size and panel,
 requests, errors, p50 and p95, and the p95 ratio of the two sizes. ``make
@@ -32,6 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -151,29 +154,47 @@ def measure_misses(client: httpx.Client, items: list[Panel], end: datetime, came
                 panel.errors += 1
 
 
-def run_viewers(url: str, items: list[Panel], end: datetime, cameras: list[str], viewers: int, seconds: float) -> None:
-    """``viewers`` threads refreshing every panel in turn until ``seconds`` have passed."""
+def run_viewers(
+    url: str, items: list[Panel], end: datetime, cameras: list[str], viewers: int, seconds: float, refresh_s: float
+) -> None:
+    """``viewers`` viewers for ``seconds``; each refreshes all its panels at once every ``refresh_s``, as Grafana does.
+
+    Viewers opened their dashboards at different moments (phases spread over one
+    refresh interval). ``refresh_s`` 0: each viewer sends panel after panel with
+    no pause (a saturation test, not a viewer).
+    """
     began = time.monotonic()
     deadline = began + seconds
 
+    def send(client: httpx.Client, panel: Panel) -> None:
+        now = end + timedelta(seconds=time.monotonic() - began)  # the clock moves: a new from/to each time
+        path, params = request_for(panel, now, cameras)
+        started = time.perf_counter()
+        try:
+            status = client.get(path, params=params).status_code
+        except httpx.HTTPError:
+            status = 0
+        elapsed = (time.perf_counter() - started) * 1000.0
+        with panel.lock:
+            panel.latencies_ms.append(elapsed)
+            if status != 200:
+                panel.errors += 1
+
     def viewer(number: int) -> None:
-        with httpx.Client(base_url=url, timeout=60.0) as client:
-            turn = number  # viewers start on different panels, as their dashboards load in any order
-            while time.monotonic() < deadline:
-                panel = items[turn % len(items)]
-                turn += 1
-                now = end + timedelta(seconds=time.monotonic() - began)  # the clock moves: a new from/to each time
-                path, params = request_for(panel, now, cameras)
-                started = time.perf_counter()
-                try:
-                    status = client.get(path, params=params).status_code
-                except httpx.HTTPError:
-                    status = 0
-                elapsed = (time.perf_counter() - started) * 1000.0
-                with panel.lock:
-                    panel.latencies_ms.append(elapsed)
-                    if status != 200:
-                        panel.errors += 1
+        limits = httpx.Limits(max_connections=len(items))
+        with httpx.Client(base_url=url, timeout=60.0, limits=limits) as client:
+            if refresh_s <= 0:
+                turn = number
+                while time.monotonic() < deadline:
+                    send(client, items[turn % len(items)])
+                    turn += 1
+                return
+            tick = began + refresh_s * number / viewers
+            with ThreadPoolExecutor(max_workers=len(items)) as pool:
+                while tick < deadline:
+                    time.sleep(max(0.0, tick - time.monotonic()))
+                    list(pool.map(lambda panel: send(client, panel), items))  # every panel at once
+                    tick += refresh_s
 
     threads = [threading.Thread(target=viewer, args=(n,)) for n in range(viewers)]
     for thread in threads:
@@ -211,8 +232,11 @@ def bench_size(settings: Any, label: str, frames: int, args: argparse.Namespace)
             measure_misses(client, items, end, cameras, args.miss_tries)
         load_before = os.getloadavg()[0]
         cpu_before = time.process_time()
-        say(f"{db_name}: {args.viewers} viewers x {args.seconds:.0f} s over {len(items)} panels")
-        run_viewers(server.url, items, end, cameras, args.viewers, args.seconds)
+        say(
+            f"{db_name}: {args.viewers} viewers x {args.seconds:.0f} s, "
+            f"refresh {args.refresh_seconds:g} s, {len(items)} panels"
+        )
+        run_viewers(server.url, items, end, cameras, args.viewers, args.seconds, args.refresh_seconds)
         client_cpu = time.process_time() - cpu_before
     per_panel = {panel.name: summarize(panel, args.seconds) for panel in items}
     return {
@@ -230,6 +254,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--viewers", type=int, default=20, help="Concurrent dashboard viewers.")
     parser.add_argument("--seconds", type=float, default=30.0, help="How long the viewers refresh.")
+    parser.add_argument(
+        "--refresh-seconds", type=float, default=5.0,
+        help="Each viewer reloads all panels this often (Grafana's shortest refresh); 0: back-to-back, no pause.",
+    )  # fmt: skip
     parser.add_argument("--miss-tries", type=int, default=3, help="Uncached requests per panel (cache-miss cost).")
     parser.add_argument("--sizes", default="100k,1m", help="Comma-separated history sizes (100k, 1m).")
     parser.add_argument("--reseed", action="store_true", help="Rebuild the histories even when present.")
@@ -256,6 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "viewers": args.viewers,
         "seconds": args.seconds,
+        "refresh_seconds": args.refresh_seconds,
         "view": "last 6 hours, from/to moving with the clock on every request",
         "mongo": "local stack (FerretDB 1.24, SQLite)",
         "sizes": runs,
