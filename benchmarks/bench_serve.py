@@ -181,7 +181,8 @@ def run_viewers(
                 panel.errors += 1
 
     def viewer(number: int) -> None:
-        limits = httpx.Limits(max_connections=len(items))
+        # idle connections expire before uvicorn's 5 s keep-alive closes them (no reuse of a closing socket)
+        limits = httpx.Limits(max_connections=len(items), keepalive_expiry=2.0)
         with httpx.Client(base_url=url, timeout=60.0, limits=limits) as client:
             if refresh_s <= 0:
                 turn = number

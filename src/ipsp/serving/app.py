@@ -222,7 +222,8 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         return timedelta(seconds=window_seconds) if span.span <= HOURS_UP_TO else timedelta(hours=1)
 
     def rows_for(names: list[str], span: TimeRange) -> list[dict[str, Any]]:
-        rows = reader.window_rows(names, span)
+        # one read shared by the four window panels of a dashboard (same cameras, same widened range)
+        rows = reader.cached(("rows", tuple(names), span.start, span.end), lambda: reader.window_rows(names, span))
         if len(rows) > queries.MAX_WINDOW_ROWS:
             raise BadParameter(
                 f"more than {queries.MAX_WINDOW_ROWS} windows in this range; narrow the range or name fewer cameras"
