@@ -8,6 +8,7 @@ this package writes to MongoDB. Answers are flat JSON arrays of typed rows (see
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -203,9 +204,15 @@ def _rounded(span: TimeRange, bucket: timedelta) -> TimeRange:
     return round_range(span, rounding_for(span, bucket))
 
 
+@functools.cache
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    # building an adapter compiles a serializer: once per response model, not per answer
+    return TypeAdapter(model)
+
+
 def _json(rows: Any, model: Any) -> bytes:
     """Serialized by pydantic-core's Rust encoder once per cached answer; the route's model stays in OpenAPI."""
-    return TypeAdapter(model).dump_json(rows)
+    return _adapter(model).dump_json(rows)
 
 
 def _send(body: bytes) -> Response:
