@@ -34,7 +34,7 @@ from ipsp.config import Settings, load_settings
 from ipsp.producer.broker import ProducerTuning
 from ipsp.producer.pacing import Pacing, resolve_pacing
 from ipsp.producer.replay import ReplayOptions, ReplayReport, produce
-from ipsp.producer.synthetic import synthetic_frames, write_manifest
+from support.producer_synthetic import synthetic_frames, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "produce.json"

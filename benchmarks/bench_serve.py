@@ -1,24 +1,26 @@
-"""Requests/s and latency of the traffic API's dashboard queries over a full run, on loopback.
+"""Dashboard panels at 100,000 and 1,000,000 frames of history: do they cost the same?
 
-1. seed database ``ipsp_bench_serve`` on the local stack with a full run (11,508
-   contract-valid frames over 20 cameras, their one-minute windows, micro-batches
-   and dead letters) - reused when it already holds that run (``--reseed`` forces);
+For each history size (one run, same machine):
+
+1. build database ``ipsp_bench_serve_<size>`` through the stream job's own sink
+   code (``tests/support/serving.write_through_sink``: the job's
+   MongoSink, window state and serving writer; detections are generated), 20
+   cameras at 1 frame/s ending now - reused when it already holds that history
+   (``--reseed`` forces) and left in place afterwards so it can be inspected;
 2. start the real ``ipsp serve`` (one uvicorn worker) on a free loopback port;
-3. for each panel request of the provisioned Grafana dashboards (the whole run as
-   the time range, every camera selected), plus the frames drill-down, send
-   requests from ``--concurrency`` client threads until ``--requests`` are done
-   or ``--seconds`` have passed, and record each request's latency;
-4. load each dashboard as Grafana does (all its panel requests at once),
-   ``--dashboard-loads`` times, and record the time until the last panel answered.
+3. measure each panel's cache-miss cost: a few requests whose range no other
+   request used (every one reads its serving documents from MongoDB);
+4. run ``--viewers`` concurrent viewers for ``--seconds``: every
+   ``--refresh-seconds`` each reloads every panel of the provisioned dashboards
+   at once, as Grafana does (their own requests, the last 6 hours; viewers'
+   phases spread over the interval), and like Grafana's ``now-6h`` every request
+   sends its own from/to (the clock moves), so a cache keyed on the exact range
+   would earn nothing. ``--refresh-seconds 0`` sends back to back (saturation).
 
-Steps 3 and the first round of 4 run with window sharing off
-(``IPSP_API_CACHE_SECONDS=0``: every request pays its own MongoDB read); a
-second round of 4 runs with the default, where panels asking for the same
-cameras and range share one read of the windows.
-
-Prints a table and writes ``benchmarks/results/serve.json``. ``make bench-serve``
-runs it. The numbers describe this machine and its MongoDB server (on the local
-stack: FerretDB with SQLite, which scans a whole collection for every query).
+Prints a table and writes ``benchmarks/results/serve.json``: per size and panel,
+requests, errors, p50 and p95, and the p95 ratio of the two sizes. ``make
+bench-serve`` runs it. The history's clock is its own: a reused database is
+viewed as if "now" were the end of its history plus the time since the load began.
 """
 
 from __future__ import annotations
@@ -28,26 +30,34 @@ import json
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from ipsp.config import load_settings
-from ipsp.serving import queries
-from ipsp.serving.dashboards import grafana_values, infinity_queries, load_dashboards, resolve_request
-from ipsp.serving.synthetic import FULL_RUN_CAMERAS, FULL_RUN_FRAMES, build_run, write_run
-from ipsp.serving.testing import ApiServer, describe
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # tests/support: the sink feed the serving tests use too
+
+from ipsp import rollups  # noqa: E402
+from ipsp.config import load_settings  # noqa: E402
+from ipsp.serving.dashboards import grafana_values, infinity_queries, load_dashboards, resolve_request  # noqa: E402
+from support.serving import ApiServer, open_sink, write_through_sink  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results" / "serve.json"
 DASHBOARDS = REPO / "1_infrastructure" / "grafana" / "dashboards"
-DB_NAME = "ipsp_bench_serve"
+CAMERAS = 20
+SIZES = {"100k": 100_000, "1m": 1_000_000}
+VIEW = timedelta(hours=6)
+#: frames per micro-batch while building a history (1,000 s of 20 cameras): each batch also rewrites
+#: the windows it shares with the previous one, and FerretDB scans the windows collection per replace
+BATCH_FRAMES = 20_000
 
 
 def say(text: str) -> None:
@@ -56,245 +66,234 @@ def say(text: str) -> None:
 
 
 @dataclass
-class Probe:
-    """One request shape to load: a name, a path and its query parameters."""
+class Panel:
+    """One panel query of a dashboard (resolved afresh for every request)."""
 
     name: str
-    path: str
-    params: list[tuple[str, str]]
-    concurrency: int | None = None  # None: the --concurrency of the run
+    target: Mapping[str, Any]
     latencies_ms: list[float] = field(default_factory=list)
-    single_ms: list[float] = field(default_factory=list)
+    miss_ms: list[float] = field(default_factory=list)
     errors: int = 0
-    rows: int = 0
-    seconds: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile (no interpolation: a reported p95 is a latency that happened)."""
+    """Nearest-rank percentile (a reported p95 is a latency that happened)."""
     ordered = sorted(values)
     return ordered[max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))]
 
 
-def seed(reseed: bool, frames: int, cameras: int) -> dict[str, int]:
-    """Make sure the bench database holds the full run; return its collection counts."""
-    settings = load_settings(mongo_db=DB_NAME)
-    client = queries.connect(settings, timeout_ms=10_000, query_timeout_ms=600_000)
-    try:
-        db = client[DB_NAME]
-        held = queries.count_frames_per_camera(db)  # from the small windows collection
-        if reseed or sum(held.values()) != frames or len(held) != cameras:
-            say(f"seeding {frames:,} frames over {cameras} cameras into {DB_NAME}")
-            client.drop_database(DB_NAME)
-            started = time.perf_counter()
-            written = write_run(db, build_run(frames=frames, cameras=cameras))
-            queries.ensure_indexes(db)
-            say(f"seeded {written} in {time.perf_counter() - started:.0f}s")
-        else:
-            say(f"reusing {DB_NAME}: {sum(held.values()):,} frames over {len(held)} cameras")
-        return {name: db[name].count_documents({}) for name in queries.INDEXES}
-    finally:
-        client.close()
-
-
-def dashboard_probes(start: datetime, end: datetime, cameras: list[str]) -> dict[str, list[Probe]]:
-    """Each dashboard's panel requests (variable queries included), deduplicated per dashboard."""
-    values = grafana_values(start, end, {"camera": cameras, "bucket": "5m"})
-    probes: dict[str, list[Probe]] = {}
+def panels() -> list[Panel]:
+    """Every Infinity query of the provisioned dashboards, deduplicated by dashboard and panel title."""
+    out: dict[str, Panel] = {}
     for name, board in load_dashboards(DASHBOARDS).items():
-        seen: dict[tuple[str, tuple[tuple[str, str], ...]], Probe] = {}
         for query in infinity_queries(name, board):
-            request = resolve_request(query.target, values)
-            key = (request.path, tuple(request.params))
-            if key not in seen:
-                seen[key] = Probe(f"{name.removesuffix('.json')}: {query.panel}", request.path, request.params)
-        probes[name] = list(seen.values())
-    return probes
+            key = f"{name.removesuffix('.json')}: {query.panel or query.ref_id}"
+            out.setdefault(key, Panel(key, query.target))
+    return list(out.values())
 
 
-def load(client: httpx.Client, probe: Probe, concurrency: int, max_requests: int, max_seconds: float) -> None:
-    """Send ``probe`` from ``concurrency`` threads until the request count or the time bound is reached."""
-    lock = threading.Lock()
-    issued = 0
-    deadline = time.perf_counter() + max_seconds
+def history_of(db: Any) -> tuple[int, datetime | None]:
+    """Frames held (from the serving documents) and the end of the history."""
+    cameras = list(db[rollups.CAMERAS].find({}))
+    frames = sum(int(day["frames"]) for doc in cameras for day in doc["days"].values())
+    end = max((doc["latest"]["window_end"] for doc in cameras), default=None)
+    return frames, end
 
-    def worker() -> None:
-        nonlocal issued
-        while True:
-            with lock:
-                if issued >= max_requests or time.perf_counter() >= deadline:
-                    return
-                issued += 1
+
+def build(settings: Any, db_name: str, frames: int, reseed: bool) -> dict[str, Any]:
+    """Make sure ``db_name`` holds ``frames`` frames written through the sink; return how it was built."""
+    sink = open_sink(settings, db_name)
+    try:
+        held, end = history_of(sink.db)
+        if held == frames and end is not None and not reseed:
+            say(f"{db_name}: reusing {held:,} frames")
+            return {"reused": True, "write_seconds": None, "end": end}
+        sink.client.drop_database(db_name)
+        sink.ensure_indexes()
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=frames // CAMERAS)
+        began = time.perf_counter()
+
+        def progress(done: int) -> None:
+            if done % 50_000 < 2_000:
+                rate = done / max(time.perf_counter() - began, 1e-3)
+                say(f"{db_name}: {done:,} / {frames:,} frames written ({rate:,.0f} frames/s)")
+
+        # detection boxes left out (counts and density kept): no panel reads them, and a million
+        # frame documents with boxes take FerretDB about an hour to insert on a 2-core machine
+        batches = write_through_sink(sink, settings, frames, CAMERAS, start=start, batch_frames=BATCH_FRAMES,
+                                     progress=progress, boxes=False)  # fmt: skip
+        seconds = time.perf_counter() - began
+        held, end = history_of(sink.db)
+        if held != frames:
+            raise RuntimeError(f"{db_name} holds {held} frames after writing {frames}")
+        say(f"{db_name}: {frames:,} frames in {batches} batches in {seconds:.0f} s ({frames / seconds:,.0f} frames/s)")
+        return {"reused": False, "write_seconds": round(seconds, 1), "frames_per_s": round(frames / seconds, 1),
+                "batches": batches, "frame_detections": "none (counts and density only)", "end": end}  # fmt: skip
+    finally:
+        sink.client.close()
+
+
+def request_for(panel: Panel, now: datetime, cameras: list[str]) -> tuple[str, list[tuple[str, str]]]:
+    """The panel's request for the last 6 hours ending ``now`` (Grafana's variables substituted)."""
+    values = grafana_values(now - VIEW, now, {"camera": cameras, "bucket": "5m"})
+    request = resolve_request(panel.target, values)
+    return request.path, request.params
+
+
+def measure_misses(client: httpx.Client, items: list[Panel], end: datetime, cameras: list[str], tries: int) -> None:
+    """Each panel ``tries`` times over ranges shifted by whole hours: no answer is cached for them."""
+    for index in range(tries):
+        now = end - timedelta(hours=index + 1, minutes=7 * index + 3)
+        for panel in items:
+            path, params = request_for(panel, now, cameras)
             started = time.perf_counter()
-            try:
-                response = client.get(probe.path, params=probe.params)
-                ok = response.status_code == 200
-                body = response.json() if ok else None
-            except httpx.HTTPError:
-                ok, body = False, None
-            elapsed = (time.perf_counter() - started) * 1000.0
-            with lock:
-                if ok:
-                    probe.latencies_ms.append(elapsed)
-                    probe.rows = len(body) if isinstance(body, list) else 1
-                else:
-                    probe.errors += 1
+            response = client.get(path, params=params)
+            panel.miss_ms.append((time.perf_counter() - started) * 1000.0)
+            if response.status_code != 200:
+                panel.errors += 1
 
-    began = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+
+def run_viewers(
+    url: str, items: list[Panel], end: datetime, cameras: list[str], viewers: int, seconds: float, refresh_s: float
+) -> None:
+    """``viewers`` viewers for ``seconds``; each refreshes all its panels at once every ``refresh_s``, as Grafana does.
+
+    Viewers opened their dashboards at different moments (phases spread over one
+    refresh interval). ``refresh_s`` 0: each viewer sends panel after panel with
+    no pause (a saturation test, not a viewer).
+    """
+    began = time.monotonic()
+    deadline = began + seconds
+
+    def send(client: httpx.Client, panel: Panel) -> None:
+        now = end + timedelta(seconds=time.monotonic() - began)  # the clock moves: a new from/to each time
+        path, params = request_for(panel, now, cameras)
+        started = time.perf_counter()
+        try:
+            status = client.get(path, params=params).status_code
+        except httpx.HTTPError:
+            status = 0
+        elapsed = (time.perf_counter() - started) * 1000.0
+        with panel.lock:
+            panel.latencies_ms.append(elapsed)
+            if status != 200:
+                panel.errors += 1
+
+    def viewer(number: int) -> None:
+        # idle connections expire before uvicorn's 5 s keep-alive closes them (no reuse of a closing socket)
+        limits = httpx.Limits(max_connections=len(items), keepalive_expiry=2.0)
+        with httpx.Client(base_url=url, timeout=60.0, limits=limits) as client:
+            if refresh_s <= 0:
+                turn = number
+                while time.monotonic() < deadline:
+                    send(client, items[turn % len(items)])
+                    turn += 1
+                return
+            tick = began + refresh_s * number / viewers
+            with ThreadPoolExecutor(max_workers=len(items)) as pool:
+                while tick < deadline:
+                    time.sleep(max(0.0, tick - time.monotonic()))
+                    list(pool.map(lambda panel: send(client, panel), items))  # every panel at once
+                    tick += refresh_s
+
+    threads = [threading.Thread(target=viewer, args=(n,)) for n in range(viewers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    probe.seconds = time.perf_counter() - began
 
 
-def summarize(probe: Probe) -> dict[str, Any]:
-    """One probe's figures for the JSON and the table."""
-    lat = probe.latencies_ms
+def summarize(panel: Panel, seconds: float) -> dict[str, Any]:
+    """One panel's figures."""
+    lat = panel.latencies_ms
     return {
-        "name": probe.name,
-        "path": probe.path,
-        "params": dict(probe.params),
-        "concurrency": probe.concurrency,
-        "single_request_ms": round(statistics.median(probe.single_ms), 1) if probe.single_ms else None,
         "requests": len(lat),
-        "errors": probe.errors,
-        "rows": probe.rows,
-        "seconds": round(probe.seconds, 3),
-        "requests_per_s": round(len(lat) / probe.seconds, 2) if probe.seconds else 0.0,
-        "p50_ms": round(statistics.median(lat), 1) if lat else None,
-        "p95_ms": round(percentile(lat, 0.95), 1) if lat else None,
-        "max_ms": round(max(lat), 1) if lat else None,
+        "errors": panel.errors,
+        "requests_per_s": round(len(lat) / seconds, 1),
+        "p50_ms": round(statistics.median(lat), 2) if lat else None,
+        "p95_ms": round(percentile(lat, 0.95), 2) if lat else None,
+        "max_ms": round(max(lat), 2) if lat else None,
+        "cache_miss_p50_ms": round(statistics.median(panel.miss_ms), 2) if panel.miss_ms else None,
+        "cache_miss_max_ms": round(max(panel.miss_ms), 2) if panel.miss_ms else None,
     }
 
 
-def http_client(server: ApiServer) -> httpx.Client:
-    """A client for the load: generous timeout, enough connections for every panel at once."""
-    return httpx.Client(base_url=server.url, timeout=120.0, limits=httpx.Limits(max_connections=64))
-
-
-def server_errors(metrics_text: str) -> float:
-    """5xx answers the server counted (its own Prometheus counter)."""
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics_text.splitlines()
-        if line.startswith("ipsp_api_requests_total{") and 'status="5' in line
-    )
-
-
-def dashboard_load(client: httpx.Client, probes: list[Probe], times: int) -> dict[str, Any]:
-    """Fire all panel requests of one dashboard at once, ``times`` times; time until the last answered."""
-    walls: list[float] = []
-    failures = 0
-    with ThreadPoolExecutor(max_workers=len(probes)) as pool:
-        for _ in range(times):
-            started = time.perf_counter()
-            answers = list(pool.map(lambda p: client.get(p.path, params=p.params).status_code, probes))
-            walls.append((time.perf_counter() - started) * 1000.0)
-            failures += sum(1 for status in answers if status != 200)
+def bench_size(settings: Any, label: str, frames: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Build (or reuse) one history and load its dashboards."""
+    db_name = f"ipsp_bench_serve_{label}"
+    built = build(settings, db_name, frames, args.reseed)
+    end: datetime = built.pop("end")
+    cameras = [f"cam_{i:02d}" for i in range(1, CAMERAS + 1)]
+    items = panels()
+    log = REPO / ".local" / "logs" / f"bench-serve-{label}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with ApiServer(settings.mongo_uri.get_secret_value(), db_name, log=log) as server:
+        with httpx.Client(base_url=server.url, timeout=120.0) as client:
+            measure_misses(client, items, end, cameras, args.miss_tries)
+        load_before = os.getloadavg()[0]
+        cpu_before = time.process_time()
+        say(
+            f"{db_name}: {args.viewers} viewers x {args.seconds:.0f} s, "
+            f"refresh {args.refresh_seconds:g} s, {len(items)} panels"
+        )
+        run_viewers(server.url, items, end, cameras, args.viewers, args.seconds, args.refresh_seconds)
+        client_cpu = time.process_time() - cpu_before
+    per_panel = {panel.name: summarize(panel, args.seconds) for panel in items}
     return {
-        "panels": len(probes),
-        "loads": times,
-        "failures": failures,
-        "p50_ms": round(statistics.median(walls), 1),
-        "p95_ms": round(percentile(walls, 0.95), 1),
-        "max_ms": round(max(walls), 1),
+        "history_frames": frames,
+        "database": {"name": db_name, **built},
+        "load_average_1m_before": round(load_before, 2),
+        "load_average_1m_after": round(os.getloadavg()[0], 2),
+        "client_cpu_seconds": round(client_cpu, 1),
+        "panels": per_panel,
     }
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Seed (or reuse), serve, load every dashboard query, print and write the results."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=FULL_RUN_FRAMES)
-    parser.add_argument("--cameras", type=int, default=FULL_RUN_CAMERAS)
-    parser.add_argument("--concurrency", type=int, default=4, help="client threads per probe")
-    parser.add_argument("--requests", type=int, default=200, help="most requests per probe")
-    parser.add_argument("--seconds", type=float, default=15.0, help="most seconds per probe")
-    parser.add_argument("--dashboard-loads", type=int, default=5)
-    parser.add_argument("--reseed", action="store_true", help="rebuild the bench database")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    """Build both histories, load the dashboards over each, print and write the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--viewers", type=int, default=20, help="Concurrent dashboard viewers.")
+    parser.add_argument("--seconds", type=float, default=30.0, help="How long the viewers refresh.")
+    parser.add_argument(
+        "--refresh-seconds", type=float, default=5.0,
+        help="Each viewer reloads all panels this often (Grafana's shortest refresh); 0: back-to-back, no pause.",
+    )  # fmt: skip
+    parser.add_argument("--miss-tries", type=int, default=3, help="Uncached requests per panel (cache-miss cost).")
+    parser.add_argument("--sizes", default="100k,1m", help="Comma-separated history sizes (100k, 1m).")
+    parser.add_argument("--reseed", action="store_true", help="Rebuild the histories even when present.")
     args = parser.parse_args(argv)
-
-    load_before = round(os.getloadavg()[0], 2)  # the machine may be shared: say how busy it was
-    counts = seed(args.reseed, args.frames, args.cameras)
-    settings = load_settings(mongo_db=DB_NAME)
-    run = describe(settings, DB_NAME)
-    probes = dashboard_probes(run.start, run.end, run.cameras)
-    frames_probe = Probe(
-        "drill-down: frames of one camera (page of 100)",
-        f"/api/cameras/{run.cameras[0]}/frames",
-        [("from", str(int(run.start.timestamp() * 1000))), ("to", str(int(run.end.timestamp() * 1000)))],
-        concurrency=1,  # scans the large collection: on FerretDB one at a time is all it sustains
-    )
-    log = REPO / ".local" / "bench-serve.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    uri = settings.mongo_uri.get_secret_value()
-    all_probes = [probe for group in probes.values() for probe in group] + [frames_probe]
-    say(f"serving {DB_NAME} ({run.frames:,} frames, {len(run.cameras)} cameras); window sharing off")
-    # per-query figures with window sharing off: each request pays its own MongoDB read
-    with ApiServer(uri, DB_NAME, env={"IPSP_API_CACHE_SECONDS": "0"}, log=log) as server, http_client(server) as client:
-        for probe in all_probes:  # warm-up: fills the camera cache and the OS page cache
-            client.get(probe.path, params=probe.params)
-        rows = []
-        for probe in all_probes:
-            for _ in range(3):  # latency of one request alone, before any queueing
-                started = time.perf_counter()
-                if client.get(probe.path, params=probe.params).status_code == 200:
-                    probe.single_ms.append((time.perf_counter() - started) * 1000.0)
-            probe.concurrency = probe.concurrency or args.concurrency
-            load(client, probe, probe.concurrency, args.requests, args.seconds)
-            rows.append(summarize(probe))
-            r = rows[-1]
-            say(f"{r['requests_per_s']:8.1f} req/s  p95 {r['p95_ms']} ms  ({r['requests']} req) {probe.name}")
-        loads_cold = {name: dashboard_load(client, group, args.dashboard_loads) for name, group in probes.items()}
-        errors_5xx = server_errors(client.get("/metrics").text)
-    # whole-dashboard loads with the default sharing: panels with the same range share one window read
-    with ApiServer(uri, DB_NAME, log=log) as server, http_client(server) as client:
-        for group in probes.values():
-            dashboard_load(client, group, 1)  # warm-up
-        loads_shared = {name: dashboard_load(client, group, args.dashboard_loads) for name, group in probes.items()}
-        errors_5xx += server_errors(client.get("/metrics").text)
-    for name in probes:
-        say(
-            f"dashboard {name}: all {loads_cold[name]['panels']} panels in p50 {loads_cold[name]['p50_ms']} ms "
-            f"(sharing off), {loads_shared[name]['p50_ms']} ms (window reads shared)"
-        )
-
-    server_version = "unknown"
-    client_db = queries.connect(settings, timeout_ms=10_000)
-    try:
-        info = client_db.admin.command("buildInfo")
-        ferret = info.get("ferretdbVersion")
-        server_version = f"FerretDB {ferret}" if ferret else f"MongoDB {info.get('version')}"
-    finally:
-        client_db.close()
+    settings = load_settings()
+    started = datetime.now(UTC)
+    sizes = {label: SIZES[label] for label in args.sizes.split(",")}
+    runs = {label: bench_size(settings, label, frames, args) for label, frames in sizes.items()}
+    ratios: dict[str, float | None] = {}
+    if set(runs) == set(SIZES):
+        for name, big in runs["1m"]["panels"].items():
+            small = runs["100k"]["panels"].get(name, {})
+            ratios[name] = round(big["p95_ms"] / small["p95_ms"], 2) if big["p95_ms"] and small.get("p95_ms") else None
+    print(f"\n{'panel':58} {'size':>5} {'req':>6} {'err':>4} {'p50 ms':>8} {'p95 ms':>8} {'miss ms':>8}")
+    for label, run in runs.items():
+        for name, row in run["panels"].items():
+            print(
+                f"{name[:58]:58} {label:>5} {row['requests']:>6} {row['errors']:>4} {row['p50_ms']!s:>8} "
+                f"{row['p95_ms']!s:>8} {row['cache_miss_p50_ms']!s:>8}"
+            )
     result = {
         "benchmark": "serve",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_1m_before": load_before,
-            "load_average_1m_after": round(os.getloadavg()[0], 2),
-        },
-        "database": {"server": server_version, "name": DB_NAME, **counts},
-        "server": "ipsp serve, one uvicorn worker, loopback",
-        "load": {"concurrency": args.concurrency, "max_requests": args.requests, "max_seconds": args.seconds},
-        "probes": rows,
-        "dashboard_loads": {"window_sharing_off": loads_cold, "window_sharing_default": loads_shared},
-        "server_errors_5xx": errors_5xx,
+        "started_at": started.isoformat(),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "viewers": args.viewers,
+        "seconds": args.seconds,
+        "refresh_seconds": args.refresh_seconds,
+        "view": "last 6 hours, from/to moving with the clock on every request",
+        "mongo": "local stack (FerretDB 1.24, SQLite)",
+        "sizes": runs,
+        "p95_ratio_1m_over_100k": ratios,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'probe':56s} {'alone ms':>9s} {'req/s':>7s} {'p50 ms':>8s} {'p95 ms':>8s} {'err':>4s} {'rows':>5s}")
-    for r in rows:
-        print(
-            f"{r['name'][:56]:56s} {r['single_request_ms']!s:>9s} {r['requests_per_s']:7.1f} {r['p50_ms']!s:>8s}"
-            f" {r['p95_ms']!s:>8s} {r['errors']:4d} {r['rows']:5d}"
-        )
-    print(f"wrote {args.out}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    say(f"wrote {RESULTS.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from ipsp.preprocessing import cli as preprocessing_cli
 from ipsp.producer import cli as producer_cli
 from ipsp.serving import cli as serving_cli
 from ipsp.streaming import cli as streaming_cli
+from ipsp.streaming import maintenance as maintenance_cli
 from ipsp.training import cli as training_cli
 
 app = typer.Typer(
@@ -40,6 +41,8 @@ detection_cli.register(app)
 training_cli.register(app)
 app.command("serve")(serving_cli.serve)
 app.command("report")(serving_cli.report)
+app.add_typer(maintenance_cli.rollups_app, name="rollups")
+app.command("prune")(maintenance_cli.prune_command)
 
 
 def main() -> None:

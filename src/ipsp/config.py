@@ -86,7 +86,18 @@ class Settings(BaseSettings):
     # serving
     api_token: SecretStr = Field(SecretStr(""), description="Bearer token for the API (empty: no auth).")
     api_cors_origins: str = Field("", description="Comma-separated CORS origins (empty: closed).")
-    api_cache_seconds: float = Field(5.0, ge=0.0, le=300.0, description="API: window reads shared this long (0: off).")
+    api_cache_seconds: float = Field(
+        5.0,
+        ge=0.0,
+        le=300.0,
+        description="API: how long a read of the serving state is trusted (new batches show after it).",
+    )
+
+    # retention (`ipsp prune`; 0 keeps forever); serving rollups are kept, with their totals
+    retention_frames_days: float = Field(7.0, ge=0.0, description="Keep analysis_results this many days.")
+    retention_windows_days: float = Field(90.0, ge=0.0, description="Keep traffic_windows this many days.")
+    retention_progress_days: float = Field(7.0, ge=0.0, description="Keep pipeline_progress this many days.")
+    retention_dead_letters_days: float = Field(30.0, ge=0.0, description="Keep dead_letters this many days.")
 
     # local stack ports (loopback only)
     stack_kafka_port: int = Field(9092, description="Local Kafka broker port.")

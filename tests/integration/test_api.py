@@ -18,7 +18,7 @@ from pymongo.database import Database
 from ipsp.config import Settings
 from ipsp.contracts import format_time
 from ipsp.serving import queries
-from ipsp.serving.testing import ApiServer, SeededRun, drop_database, free_port, seed_traffic_db
+from support.serving import ApiServer, SeededRun, drop_database, free_port, seed_traffic_db
 
 DB_NAME = "ipsp_test_serving_api"
 CLASSES = ("motorbike", "car", "bus", "truck", "bicycle", "person")
@@ -106,15 +106,16 @@ def test_frames_are_paged_in_time_order(
     expected = db["analysis_results"].count_documents({"camera_id": camera})
     assert expected > 100  # several pages
     seen: list[dict[str, Any]] = []
-    offset: str | None = "0"
+    after: str | None = None
     pages = 0
-    while offset is not None:
-        response = api.get(f"/api/cameras/{camera}/frames", params={**whole, "limit": 37, "offset": offset})
+    while pages == 0 or after is not None:
+        params = {**whole, "limit": 37, **({"after": after} if after else {})}
+        response = api.get(f"/api/cameras/{camera}/frames", params=params)
         assert response.status_code == 200
         page = response.json()
         assert len(page) <= 37
         seen.extend(page)
-        offset = response.headers.get("x-next-offset")
+        after = response.headers.get("x-next-after")
         pages += 1
     assert len(seen) == expected and pages == -(-expected // 37)
     assert len({row["record_key"] for row in seen}) == expected
@@ -144,8 +145,9 @@ def test_frames_descending_with_detections(api: httpx.Client, seeded: SeededRun,
 
 
 def test_frames_past_the_end_is_an_empty_page(api: httpx.Client, seeded: SeededRun, whole: dict[str, str]) -> None:
-    response = api.get(f"/api/cameras/{seeded.cameras[0]}/frames", params={**whole, "offset": 100_000})
-    assert response.status_code == 200 and response.json() == [] and "x-next-offset" not in response.headers
+    past = f"{ms(seeded.end)},zzz"
+    response = api.get(f"/api/cameras/{seeded.cameras[0]}/frames", params={**whole, "after": past})
+    assert response.status_code == 200 and response.json() == [] and "x-next-after" not in response.headers
 
 
 # --- windows, heatmap, class mix ---------------------------------------------------
@@ -265,7 +267,7 @@ BAD = [
     ("/api/heatmap", {"from": "0", "to": "31536000000", "bucket": "30s"}, 400, "buckets"),
     ("/api/cameras/cam_01/frames", {"limit": "5000"}, 422, "parameter 'limit'"),
     ("/api/cameras/cam_01/frames", {"limit": "lots"}, 422, "parameter 'limit'"),
-    ("/api/cameras/cam_01/frames", {"offset": "999999999"}, 422, "parameter 'offset'"),
+    ("/api/cameras/cam_01/frames", {"after": "yesterday"}, 400, "page key"),
     ("/api/cameras/cam_01/frames", {"include_detections": "perhaps"}, 422, "include_detections"),
     ("/api/pipeline/batches", {"limit": "-3"}, 422, "parameter 'limit'"),
     ("/api/dead-letters", {"stage": "warp"}, 400, "unknown stage"),

@@ -19,7 +19,7 @@ import pytest
 
 from ipsp.config import Settings
 from ipsp.serving.dashboards import grafana_values, infinity_queries, load_dashboards, resolve_request
-from ipsp.serving.testing import ApiServer, SeededRun, drop_database, seed_traffic_db
+from support.serving import ApiServer, SeededRun, drop_database, seed_traffic_db
 
 GRAFANA = Path(__file__).resolve().parents[2] / "1_infrastructure" / "grafana"
 DASHBOARDS = load_dashboards(GRAFANA / "dashboards")

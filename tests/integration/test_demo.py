@@ -61,6 +61,11 @@ def test_demo_end_to_end_and_rerun_is_harmless(demo_db: tuple[dict[str, str], An
     assert db.analysis_results.count_documents({}) == FRAMES
     assert db.dead_letters.count_documents({}) == 0
     assert "feed: real road footage" in out, out  # not the photo fallback
+    # the report covers the run's own windows (event time), not January to today
+    from ipsp.contracts import format_time
+
+    starts = [w["window_start"] for w in db.traffic_windows.find({}, {"window_start": 1})]
+    assert f"{format_time(min(starts))} to " in Path(report.group(1)).read_text()
     first = windows_of(db)
     assert sum(frames for frames, _ in first.values()) == FRAMES
     per_camera: dict[str, int] = {}

@@ -25,7 +25,7 @@ import pytest
 from ipsp.config import Settings
 from ipsp.contracts import FrameMessage
 from ipsp.producer.manifest import Frame
-from ipsp.producer.synthetic import synthetic_frames, write_manifest
+from support.producer_synthetic import synthetic_frames, write_manifest
 
 IPSP = [sys.executable, "-m", "ipsp.cli"]
 

@@ -20,7 +20,7 @@ from PIL import Image, ImageStat
 
 from ipsp.config import Settings
 from ipsp.serving.report import CHART_TITLES
-from ipsp.serving.testing import SeededRun, drop_database, free_port, seed_traffic_db
+from support.serving import SeededRun, drop_database, free_port, seed_traffic_db
 
 DB_NAME = "ipsp_test_serving_report"
 WINDOW = (1280, 3600)
@@ -128,3 +128,11 @@ def test_report_with_mongo_down(tmp_path: Path) -> None:
     done = ipsp("report", "--out", str(tmp_path), mongo_uri=f"mongodb://127.0.0.1:{free_port()}/")
     assert done.returncode == 3
     assert "does not answer" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_report_range_is_the_runs_own(report: Path, seeded: SeededRun) -> None:
+    # the event-time extent of the run's windows: not stretched to the processing-time clock
+    from ipsp.contracts import format_time
+
+    html = report.read_text()
+    assert f"{format_time(seeded.start)} to " in html

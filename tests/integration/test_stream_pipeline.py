@@ -354,6 +354,10 @@ def test_stream_survives_sigkill_and_resumes(stack_settings: Settings, dataset: 
 
     ipsp(*stream_args(feed, "--available-now", "--max-offsets-per-trigger", "48"), env=feed.env)
     check_all(stack_settings, feed, dataset)
+    # the serving documents (issue 11) came through the kill too: equal to a rebuild from the stored frames
+    from support.serving import check_serving_equals_rebuild
+
+    check_serving_equals_rebuild(db, stack_settings)
 
 
 # --- MongoDB outage ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from ipsp.cli import main
-from ipsp.producer.synthetic import synthetic_frames, write_manifest
+from support.producer_synthetic import synthetic_frames, write_manifest
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:

@@ -11,7 +11,7 @@ from ipsp.contracts import FrameMessage, format_time
 from ipsp.errors import UserError
 from ipsp.producer.encode import MillisFormatter, build_template, build_templates, check_replay_id, frame_message
 from ipsp.producer.plan import to_ms
-from ipsp.producer.synthetic import synthetic_frames
+from support.producer_synthetic import synthetic_frames
 
 FRAME = synthetic_frames(cameras=1, frames_per_camera=1)[0]
 

@@ -9,7 +9,7 @@ import pytest
 from ipsp.contracts import ManifestRow
 from ipsp.errors import UserError
 from ipsp.producer.manifest import load_manifest, manifest_uri, parse_manifest
-from ipsp.producer.synthetic import synthetic_frames, write_manifest
+from support.producer_synthetic import synthetic_frames, write_manifest
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from ipsp.producer.plan import (
     parse_time,
     select_cameras,
 )
-from ipsp.producer.synthetic import synthetic_frames
+from support.producer_synthetic import synthetic_frames
 
 
 def keys(plan, limit=None):

@@ -1,4 +1,4 @@
-"""Pure shaping helpers of the serving queries, and the synthetic run they are tested on."""
+"""Pure shaping helpers of the serving queries and the reader's caches, on documents the sink code folds."""
 
 from __future__ import annotations
 
@@ -10,58 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ipsp.contracts import COLLECTIONS, Counts
+from ipsp import rollups
+from ipsp.contracts import Counts, DeadLetter, KafkaCoordinates, PipelineProgress, TrafficWindow, window_id
 from ipsp.serving import queries
 from ipsp.serving.params import BadParameter, TimeRange
-from ipsp.serving.synthetic import build_run, status_for, windows_of
+from ipsp.serving.reader import ServingReader, round_range
 
 T0 = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def run():  # a small run keeps the unit tests fast
-    return build_run(frames=240, cameras=4, frames_per_second=1.0, batch_rows=64, dead_letter_every=50)
-
-
-def test_synthetic_run_is_contract_valid(run) -> None:
-    for name, models in run.collections().items():
-        model = COLLECTIONS[name]
-        assert models, name
-        for item in models:
-            # round trip through the Mongo document form re-validates every field
-            assert model.model_validate(item.to_document()) == item
-
-
-def test_synthetic_run_shape(run) -> None:
-    assert len(run.results) == 240
-    assert Counter(r.camera_id for r in run.results) == {f"cam_0{i}": 60 for i in range(1, 5)}
-    assert len({r.id for r in run.results}) == 240
-    assert len(run.dead_letters) == 4
-    assert sum(p.results for p in run.progress) == 240
-    assert sum(p.dead_letters for p in run.progress) == 4
-    assert [p.batch_id for p in run.progress] == list(range(4))
-
-
-def test_windows_sum_to_frames(run) -> None:
-    assert sum(w.frames for w in run.windows) == len(run.results)
-    total = Counts()
-    for window in run.windows:
-        total = total + window.counts
-    frames_total = Counts()
-    for result in run.results:
-        frames_total = frames_total + result.counts
-    assert total == frames_total
-
-
-def test_build_run_is_deterministic() -> None:
-    first = build_run(frames=40, cameras=2)
-    second = build_run(frames=40, cameras=2)
-    assert [r.to_json() for r in first.results] == [r.to_json() for r in second.results]
-
-
-@pytest.mark.parametrize(("density", "status"), [(0.0, "Free"), (14.9, "Free"), (15.0, "Normal"), (35.0, "Congested")])
-def test_status_thresholds(density: float, status: str) -> None:
-    assert status_for(density) == status
 
 
 def test_bucket_start_is_epoch_aligned() -> None:
@@ -103,110 +58,190 @@ def test_flat_counts_fills_missing_classes() -> None:
     assert queries.flat_counts(None)["total"] == 0
 
 
-def test_rows_from_contract_documents(run) -> None:
-    frame = queries.frame_row(run.results[0].to_document())
-    assert frame.record_key == run.results[0].id and frame.total == run.results[0].counts.total
-    assert frame.detections is None
-    assert queries.frame_row(run.results[0].to_document(), include_detections=True).detections
-    window = queries.window_row(run.windows[0].to_document())
-    assert window.vehicles_per_frame == round(run.windows[0].counts.total / run.windows[0].frames, 3)
-    batch = queries.batch_row(run.progress[0].to_document())
-    assert batch.duration_ms > 0 and batch.latency_p95_ms is not None
-    letter = queries.dead_letter_row(run.dead_letters[0].to_document())
-    assert letter.topic == "traffic-metadata" and letter.id == run.dead_letters[0].id
-
-
-def test_health_from_computes_throughput_and_latency(run) -> None:
-    first, last = run.progress[0].to_document(), run.progress[-1].to_document()
-    sums = {"batches": 4, "rows": 244, "results": 240, "dead_letters": 4}
-    health = queries.health_from(sums, first, last, last, 4)
-    seconds = (last["finished_at"] - first["started_at"]).total_seconds()
-    assert health.throughput_rows_per_s == round(240 / seconds, 3)
-    assert health.last_batch_id == 3 and health.dead_letters_stored == 4
-    assert health.worst_latency_p95_ms == last["latency"]["p95_ms"]
-
-
 def test_health_from_empty_range() -> None:
     health = queries.health_from({}, None, None, None, 0)
     assert health.batches == 0 and health.throughput_rows_per_s == 0.0 and health.last_finished_at is None
 
 
-def test_windows_of_uses_tumbling_minutes(run) -> None:
-    windows = list(windows_of(run.results[:8], window_seconds=60))
-    assert all(w.window_start.second == 0 and w.window_end - w.window_start == timedelta(minutes=1) for w in windows)
+def _window(camera: str, minute: int, cars: int, frames: int = 10) -> dict:
+    start = T0 + timedelta(minutes=minute)
+    return TrafficWindow(
+        id=window_id(camera, start), camera_id=camera, window_start=start, window_end=start + timedelta(minutes=1),
+        frames=frames, counts=Counts.of({"car": cars, "person": 1}), density_mean=10.0, density_max=12.0,
+        traffic_status="Normal", updated_at=T0,
+    ).to_document()  # fmt: skip
 
 
-class CountingLoader:
-    """Stands in for the window read so the cache's sharing rules can be checked on their own."""
-
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.calls = 0
-        self.delay_s = delay_s
-        self.lock = threading.Lock()
-
-    def __call__(self, db, cameras, span):
-        with self.lock:
-            self.calls += 1
-        time.sleep(self.delay_s)
-        return [{"camera_id": c} for c in cameras]
+def _progress(batch_id: int, finished: datetime, dead: int = 0) -> dict:
+    return PipelineProgress(
+        id=f"q:{batch_id}", query="q", batch_id=batch_id, rows=10 + dead, results=10, dead_letters=dead,
+        input_rows_per_s=5.0, processed_rows_per_s=6.0, durations_ms={},
+        latency={"p50_ms": 1.0, "p95_ms": 2.0 + batch_id, "max_ms": 9.0},
+        started_at=finished - timedelta(seconds=2), finished_at=finished,
+    ).to_document()  # fmt: skip
 
 
-def test_window_cache_shares_reads_within_ttl() -> None:
+def test_rows_from_serving_documents() -> None:
+    windows = [_window("cam_01", m, cars=m + 1) for m in range(3)] + [_window("cam_02", 0, cars=4)]
+    hours = rollups.fold_hours({}, windows, [], 60, T0)
+    rows = rollups.windows_of_hours(hours.values(), T0, T0 + timedelta(hours=1))
+    row = queries.window_row(rows[0])
+    assert (row.camera_id, row.total, row.vehicles_per_frame) == ("cam_01", 1, 0.1)
+    shares = {share.class_name: share.count for share in queries.class_mix_of(rows)}
+    assert shares["car"] == 1 + 2 + 3 + 4 and shares["person"] == 4
+    per_camera = queries.class_mix_by_camera_of(rows)
+    assert [(c.camera_id, c.frames) for c in per_camera] == [("cam_01", 30), ("cam_02", 10)]
+    days = rollups.fold_days({}, hours.values(), T0)
+    cameras = rollups.fold_cameras({}, days.values(), hours.values(), T0)
+    status = queries.camera_status_of(cameras["cam_01"])
+    assert (status.frames, status.time, status.car) == (30, T0 + timedelta(minutes=2), 3)
+
+
+def test_health_and_stages_from_batch_entries() -> None:
+    entries = [
+        {
+            **rollups.batch_figures(_progress(i, T0 + timedelta(minutes=i), dead=i % 2), {"parse": i % 2}),
+            "_id": f"q:{i}",
+        }
+        for i in range(4)
+    ]
+    health = queries.health_of(entries)
+    assert (health.batches, health.results, health.dead_letters, health.last_batch_id) == (4, 40, 2, 3)
+    assert health.worst_latency_p95_ms == 5.0 and health.dead_letters_stored == 2
+    stages = {row.stage: row.count for row in queries.stages_of(entries)}
+    assert stages["parse"] == 2 and stages["sink"] == 0
+    batch = queries.batch_row(entries[0])
+    assert batch.duration_ms == 2000.0 and batch.latency_p95_ms == 2.0
+
+
+def test_dead_letter_row() -> None:
+    letter = DeadLetter(id="t:0:5", stage="parse", reason="bad", raw="x", created_at=T0,
+                        kafka=KafkaCoordinates(topic="traffic-metadata", partition=0, offset=5))  # fmt: skip
+    row = queries.dead_letter_row(letter.to_document())
+    assert (row.topic, row.offset, row.id) == ("traffic-metadata", 5, "t:0:5")
+
+
+def test_page_keys_round_trip_and_reject_garbage() -> None:
+    moment, key = queries.parse_page_key("1767596400123,cam_01_000001")
+    assert key == "cam_01_000001" and int(moment.timestamp() * 1000) == 1767596400123
+    with pytest.raises(BadParameter, match="page key"):
+        queries.parse_page_key("12")
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "bucket", "low", "high"),
+    [
+        ((7, 0, 31), (13, 0, 31), 60, (7, 0, 0), (13, 1, 0)),
+        ((7, 0, 0), (13, 0, 0), 60, (7, 0, 0), (13, 0, 0)),
+        ((7, 12, 0), (8, 5, 0), 3600, (7, 0, 0), (9, 0, 0)),
+    ],
+)
+def test_round_range_widens_to_whole_buckets(start, end, bucket, low, high) -> None:
+    def at(h: int, m: int, s: int) -> datetime:
+        return datetime(2026, 1, 5, h, m, s, tzinfo=UTC)
+
+    rounded = round_range(TimeRange(at(*start), at(*end)), timedelta(seconds=bucket))
+    assert (rounded.start, rounded.end) == (at(*low), at(*high))
+
+
+class StateOnly:
+    """Stands in for the database so the cache rules can be checked on their own: only the state lookup."""
+
+    def __init__(self) -> None:
+        self.batch = "q:1"
+        self.reads = 0
+
+    def __getitem__(self, name: str) -> StateOnly:
+        return self
+
+    def find_one(self, query: dict) -> dict:
+        self.reads += 1
+        return {"_id": "state", "last_batch": self.batch, "written_at": T0}
+
+
+def test_answers_are_shared_until_the_next_batch() -> None:
+    db = StateOnly()
     now = [0.0]
-    loader = CountingLoader()
-    cache = queries.WindowCache(5.0, clock=lambda: now[0], loader=loader)
-    span = TimeRange(T0, T0 + timedelta(hours=1))
-    first = cache.get(None, ["b", "a"], span)  # type: ignore[arg-type]
-    assert cache.get(None, ["a", "b"], span) is first and loader.calls == 1  # type: ignore[arg-type]
-    cache.get(None, ["a"], span)  # type: ignore[arg-type]
-    assert loader.calls == 2
-    now[0] = 6.0
-    cache.get(None, ["a", "b"], span)  # type: ignore[arg-type]
-    assert loader.calls == 3
+    reader = ServingReader(db, state_ttl_s=1.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    calls = Counter()
+
+    def compute(key: str) -> str:
+        calls[key] += 1
+        return key
+
+    assert reader.cached("a", lambda: compute("a")) == "a"
+    assert reader.cached("a", lambda: compute("a")) == "a" and calls["a"] == 1 and db.reads == 1
+    now[0] = 5.0  # the state is read again; same batch: the answer stays
+    reader.cached("a", lambda: compute("a"))
+    assert calls["a"] == 1 and db.reads == 2
+    db.batch = "q:2"
+    now[0] = 10.0
+    reader.cached("a", lambda: compute("a"))
+    assert calls["a"] == 2
+    reader.close()
 
 
-def test_window_cache_concurrent_callers_wait_for_one_read() -> None:
-    loader = CountingLoader(delay_s=0.2)
-    cache = queries.WindowCache(5.0, loader=loader)
-    span = TimeRange(T0, T0 + timedelta(hours=1))
+def test_concurrent_callers_wait_for_one_computation_and_a_failure_is_retried() -> None:
+    reader = ServingReader(StateOnly(), state_ttl_s=60.0)  # type: ignore[arg-type]
+    lock = threading.Lock()
+    calls = [0]
+
+    def slow() -> int:
+        with lock:
+            calls[0] += 1
+        time.sleep(0.2)
+        return 7
+
     with ThreadPoolExecutor(max_workers=6) as pool:
-        answers = list(pool.map(lambda _: cache.get(None, ["a"], span), range(6)))  # type: ignore[arg-type]
-    assert loader.calls == 1 and all(answer is answers[0] for answer in answers)
+        assert list(pool.map(lambda _: reader.cached("k", slow), range(6))) == [7] * 6
+    assert calls[0] == 1
 
+    def failing() -> int:
+        raise RuntimeError("mongo hiccup")
 
-def test_window_cache_off_and_bounded() -> None:
-    loader = CountingLoader()
-    off = queries.WindowCache(0.0, loader=loader)
-    span = TimeRange(T0, T0 + timedelta(hours=1))
-    off.get(None, ["a"], span)  # type: ignore[arg-type]
-    off.get(None, ["a"], span)  # type: ignore[arg-type]
-    assert loader.calls == 2
-    small = queries.WindowCache(5.0, max_entries=2, loader=loader)
-    for camera in ("a", "b", "c", "a"):
-        small.get(None, [camera], span)  # type: ignore[arg-type]
-    assert loader.calls == 2 + 4  # "a" was evicted by "c", so it is read again
-
-
-def test_window_cache_retries_after_a_failed_read() -> None:
-    calls = []
-
-    def failing_once(db, cameras, span):
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("mongo hiccup")
-        return []
-
-    cache = queries.WindowCache(5.0, loader=failing_once)
-    span = TimeRange(T0, T0 + timedelta(hours=1))
     with pytest.raises(RuntimeError):
-        cache.get(None, ["a"], span)  # type: ignore[arg-type]
-    assert cache.get(None, ["a"], span) == [] and len(calls) == 2  # type: ignore[arg-type]
+        reader.cached("f", failing)
+    assert reader.cached("f", lambda: 3) == 3
+    reader.close()
 
 
-def test_pure_class_mix_of_window_documents(run) -> None:
-    docs = [w.to_document() for w in run.windows]
-    shares = {row.class_name: row.count for row in queries.class_mix_of(docs)}
-    assert shares["car"] == sum(r.counts.car for r in run.results)
-    per_camera = queries.class_mix_by_camera_of(docs)
-    assert [row.camera_id for row in per_camera] == ["cam_01", "cam_02", "cam_03", "cam_04"]
-    assert sum(row.frames for row in per_camera) == len(run.results)
+class Store:
+    """Stands in for the database: documents by collection and ``_id``, counting lookups (cache rules only)."""
+
+    def __init__(self, docs: dict) -> None:
+        self.docs = docs
+        self.lookups: Counter = Counter()
+
+    def __getitem__(self, name: str) -> Store:
+        self.current = name
+        return self
+
+    def find_one(self, query: dict) -> dict | None:
+        self.lookups[(self.current, query["_id"])] += 1
+        return self.docs.get(self.current, {}).get(query["_id"])
+
+
+def _state(batch_id: int, touched: list[str], query: str = "q") -> dict:
+    return {"_id": "state", "last_batch": f"{query}:{batch_id}", "batch_id": batch_id, "written_at": T0,
+            "last_batch_at": T0 + timedelta(minutes=batch_id), "touched_hours": touched}  # fmt: skip
+
+
+def test_the_next_batch_forgets_only_the_hours_it_wrote() -> None:
+    ids = ["a|2026-01-05T06", "a|2026-01-05T07"]
+    store = Store({rollups.STATE: {"state": _state(1, ["2026-01-05T07"])}})
+    now = [0.0]
+    reader = ServingReader(store, state_ttl_s=1.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    reader.state()
+    reader.documents(rollups.CAMERA_HOURS, ids)
+    store.docs[rollups.STATE]["state"] = _state(2, ["2026-01-05T07"])
+    now[0] = 2.0
+    reader.state()
+    reader.documents(rollups.CAMERA_HOURS, ids)
+    assert store.lookups[(rollups.CAMERA_HOURS, ids[0])] == 1  # a closed hour stays cached
+    assert store.lookups[(rollups.CAMERA_HOURS, ids[1])] == 2  # the hour the batch wrote is read again
+    store.docs[rollups.STATE]["state"] = _state(5, ["2026-01-05T07"])  # batches were missed: forget everything
+    now[0] = 4.0
+    reader.state()
+    reader.documents(rollups.CAMERA_HOURS, ids)
+    assert store.lookups[(rollups.CAMERA_HOURS, ids[0])] == 2
+    reader.close()

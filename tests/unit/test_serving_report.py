@@ -9,37 +9,63 @@ from pathlib import Path
 
 import pytest
 
+from ipsp import rollups
+from ipsp.contracts import Counts, DeadLetter, KafkaCoordinates, PipelineProgress, TrafficWindow, window_id
 from ipsp.serving import queries
 from ipsp.serving.params import TimeRange
 from ipsp.serving.report import CHART_TITLES, REPORT_FILE, ReportData, pick_bucket, write_report
-from ipsp.serving.synthetic import build_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+T0 = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
+
+
+def _window(camera: str, minute: int) -> dict:
+    start = T0 + timedelta(minutes=minute)
+    cars = (minute * 7 + len(camera)) % 13
+    return TrafficWindow(
+        id=window_id(camera, start), camera_id=camera, window_start=start, window_end=start + timedelta(minutes=1),
+        frames=60, counts=Counts.of({"car": cars, "motorbike": 2 * cars, "person": 1}), density_mean=float(cars),
+        density_max=float(cars) + 1.0, traffic_status="Normal", updated_at=T0,
+    ).to_document()  # fmt: skip
+
+
+def _progress(batch_id: int) -> dict:
+    finished = T0 + timedelta(minutes=batch_id + 1)
+    return PipelineProgress(
+        id=f"q:{batch_id}", query="q", batch_id=batch_id, rows=101, results=100, dead_letters=1,
+        input_rows_per_s=50.0 + batch_id, processed_rows_per_s=55.0, durations_ms={},
+        latency={"p50_ms": 200.0, "p95_ms": 300.0, "max_ms": 400.0},
+        started_at=finished - timedelta(seconds=2), finished_at=finished,
+    ).to_document()  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def data() -> ReportData:
-    run = build_run(frames=400, cameras=5, frames_per_second=1.0, batch_rows=100, dead_letter_every=80)
-    span = TimeRange(run.results[0].event_time, run.results[-1].event_time + timedelta(minutes=5))
+    cameras = [f"cam_0{i}" for i in range(1, 6)]
+    hours = rollups.fold_hours({}, [_window(c, m) for c in cameras for m in range(8)], [], 60, T0)
+    days = rollups.fold_days({}, hours.values(), T0)
+    docs = rollups.fold_cameras({}, days.values(), hours.values(), T0)
+    span = TimeRange(T0, T0 + timedelta(minutes=8))
     bucket = pick_bucket(span)
-    latest = {w.camera_id: w for w in run.windows}  # windows are sorted: the last one per camera wins
-    statuses = [queries.camera_status(w.to_document(), 80) for _, w in sorted(latest.items())]
-    window_docs = [w.to_document() for w in run.windows]
-    sums = {name: sum(getattr(r.counts, name) for r in run.results) for name in queries.CLASSES}
-    progress = [p.to_document() for p in run.progress]
+    rows = rollups.windows_of_hours(hours.values(), span.start, span.end)
+    batches = [{**rollups.batch_figures(_progress(i), {"parse": 1}), "_id": f"q:{i}"} for i in range(4)]
+    letter = DeadLetter(id="t:0:5", stage="parse", reason="bad", raw="x", created_at=T0,
+                        kafka=KafkaCoordinates(topic="traffic-metadata", partition=0, offset=5))  # fmt: skip
     return ReportData(
         span=span,
         bucket=bucket,
-        statuses=statuses,
-        windows=[queries.window_row(doc) for doc in window_docs],
-        heat=queries.heat_cells(window_docs, bucket),
-        mix=queries.class_shares(sums),
-        health=queries.health_from({"results": 400}, progress[0], progress[-1], progress[-1], 5),
-        batches=[queries.batch_row(doc) for doc in progress],
-        stages=[],
-        dead_letters=[queries.dead_letter_row(d.to_document()) for d in run.dead_letters],
-        frames=400,
-        cameras=sorted(latest),
+        statuses=[queries.camera_status_of(docs[c]) for c in cameras],
+        windows=[queries.window_row(doc) for doc in rows],
+        heat=queries.heat_cells(rows, bucket),
+        mix=queries.class_mix_of(rows),
+        health=queries.health_of(batches),
+        batches=[queries.batch_row(doc) for doc in batches],
+        stages=queries.stages_of(batches),
+        dead_letters=[queries.dead_letter_row(letter.to_document())],
+        frames=sum(w.frames for w in [queries.window_row(doc) for doc in rows]),
+        cameras=cameras,
     )
 
 

@@ -8,11 +8,13 @@ this package writes to MongoDB. Answers are flat JSON arrays of typed rows (see
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
@@ -20,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import TypeAdapter
 from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure
@@ -45,6 +48,7 @@ from ipsp.serving.models import (
     WindowRow,
 )
 from ipsp.serving.params import BadParameter, TimeRange, parse_cameras, parse_duration, parse_range
+from ipsp.serving.reader import HOURS_UP_TO, ServingReader, round_range, rounding_for
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +67,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @dataclass
 class ServingState:
-    """What the routes share: the database handle, the camera cache and the metrics."""
+    """What the routes share: the database handle, the serving-document reader and the metrics."""
 
     db: Database[dict[str, Any]]
-    cameras: queries.CameraDirectory
-    windows: queries.WindowCache
+    reader: ServingReader
     metrics: ApiMetrics
 
 
@@ -80,16 +83,13 @@ def create_app(
     settings = settings or get_settings()
     owns_client = client is None
     mongo = client if client is not None else queries.connect(settings)
-    state = ServingState(
-        mongo[settings.mongo_db],
-        queries.CameraDirectory(camera_ttl_s),
-        queries.WindowCache(settings.api_cache_seconds),
-        ApiMetrics(),
-    )
+    db = mongo[settings.mongo_db]
+    state = ServingState(db, ServingReader(db, state_ttl_s=min(camera_ttl_s, settings.api_cache_seconds)), ApiMetrics())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        state.reader.close()
         if owns_client:
             mongo.close()
 
@@ -111,7 +111,7 @@ def create_app(
             CORSMiddleware, allow_origins=origins, allow_methods=["GET"], allow_headers=["Authorization"]
         )
     _add_ops_routes(app, state)
-    app.include_router(_api_router(state, settings.api_token.get_secret_value()))
+    app.include_router(_api_router(state, settings.api_token.get_secret_value(), settings.window_seconds))
     return app
 
 
@@ -200,26 +200,59 @@ def _range(from_: str | None, to: str | None) -> TimeRange:
     return parse_range(from_, to)
 
 
-def _api_router(state: ServingState, token: str) -> APIRouter:
+def _rounded(span: TimeRange, bucket: timedelta) -> TimeRange:
+    return round_range(span, rounding_for(span, bucket))
+
+
+@functools.cache
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    # building an adapter compiles a serializer: once per response model, not per answer
+    return TypeAdapter(model)
+
+
+def _json(rows: Any, model: Any) -> bytes:
+    """Serialized by pydantic-core's Rust encoder once per cached answer; the route's model stays in OpenAPI."""
+    return _adapter(model).dump_json(rows)
+
+
+def _send(body: bytes) -> Response:
+    """A fresh response around cached bytes (responses are not shared between requests)."""
+    return Response(content=body, media_type="application/json")
+
+
+def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRouter:
     router = APIRouter(prefix="/api", dependencies=[Depends(_auth_dependency(token))], responses=ERRORS)
-    db = state.db
+    reader = state.reader
+    minute = timedelta(minutes=1)
+
+    def window_bucket(span: TimeRange) -> timedelta:
+        return timedelta(seconds=window_seconds) if span.span <= HOURS_UP_TO else timedelta(hours=1)
+
+    def rows_for(names: list[str], span: TimeRange) -> list[dict[str, Any]]:
+        # one read shared by the four window panels of a dashboard (same cameras, same widened range)
+        rows = reader.cached(("rows", tuple(names), span.start, span.end), lambda: reader.window_rows(names, span))
+        if len(rows) > queries.MAX_WINDOW_ROWS:
+            raise BadParameter(
+                f"more than {queries.MAX_WINDOW_ROWS} windows in this range; narrow the range or name fewer cameras"
+            )
+        return rows
 
     @router.get("/cameras", response_model=list[CameraStatus], tags=["cameras"])
     def cameras(camera: list[str] = Query([], description=CAMERA_HELP)) -> Any:
         """Cameras (all, or those named) with frame counts and the status of their latest window."""
-        names = state.cameras.require(db, parse_cameras(camera))
-        frames = state.cameras.frames_per_camera(db)
-        return queries.camera_statuses(db, {name: frames.get(name, 0) for name in names})
+        names = _require(state, parse_cameras(camera))
+
+        def answer() -> bytes:
+            docs = reader.cameras()
+            return _json([queries.camera_status_of(docs[name]) for name in names if name in docs], list[CameraStatus])
+
+        return _send(reader.cached(("cameras", tuple(names)), answer))
 
     @router.get("/cameras/{camera_id}", response_model=CameraStatus, tags=["cameras"])
     def camera(camera_id: str) -> Any:
         """One camera's status (its latest window); 404 for an unknown camera."""
         name = _one_camera(state, camera_id)
-        frames = state.cameras.frames_per_camera(db)
-        rows = queries.camera_statuses(db, {name: frames.get(name, 0)})
-        if not rows:
-            raise queries.UnknownCamera(f"camera {name} has frames but no window yet; try again in a minute")
-        return rows[0]
+        return _send(_json(queries.camera_status_of(reader.cameras()[name]), CameraStatus))
 
     @router.get("/cameras/{camera_id}/frames", response_model=list[FrameRow], tags=["cameras"])
     def frames(
@@ -228,16 +261,18 @@ def _api_router(state: ServingState, token: str) -> APIRouter:
         from_: str | None = Query(None, alias="from", description=FROM_HELP),
         to: str | None = Query(None, description=TO_HELP),
         limit: int = Query(100, ge=1, le=queries.MAX_PAGE_SIZE, description="Page size."),
-        offset: int = Query(0, ge=0, le=queries.MAX_OFFSET, description="Rows to skip (X-Next-Offset)."),
+        after: str | None = Query(
+            None, description="Continue after this page key (the X-Next-After header of the previous page)."
+        ),
         order: str = Query("asc", pattern="^(asc|desc)$", description="Event-time order."),
         include_detections: bool = Query(False, description="Add each frame's detections."),
     ) -> Any:
-        """A page of one camera's frames in the range; header X-Next-Offset when more follow."""
+        """A page of one camera's frames in the range, keyed by time; header X-Next-After when more follow."""
         span = _range(from_, to)
         name = _one_camera(state, camera_id)
-        rows, more = queries.frames_page(db, name, span, limit, offset, order == "desc", include_detections)
-        if more:
-            response.headers["X-Next-Offset"] = str(offset + limit)
+        rows, more = queries.frames_page(state.db, name, span, limit, after, order == "desc", include_detections)
+        if more and rows:
+            response.headers["X-Next-After"] = queries.page_key(rows[-1])
         return rows
 
     @router.get("/cameras/{camera_id}/windows", response_model=list[WindowRow], tags=["windows"])
@@ -246,10 +281,16 @@ def _api_router(state: ServingState, token: str) -> APIRouter:
         from_: str | None = Query(None, alias="from", description=FROM_HELP),
         to: str | None = Query(None, description=TO_HELP),
     ) -> Any:
-        """One camera's windows in the range with counts per class."""
+        """One camera's windows in the range with counts per class (hour rows for ranges over 36 h)."""
         span = _range(from_, to)
         names = [_one_camera(state, camera_id)]
-        return [queries.window_row(doc) for doc in state.windows.get(db, names, span)]
+        span = round_range(span, rounding_for(span, window_bucket(span)))
+        return _send(
+            reader.cached(
+                ("windows", tuple(names), span.start, span.end),
+                lambda: _json([queries.window_row(doc) for doc in rows_for(names, span)], list[WindowRow]),
+            )
+        )
 
     @router.get("/windows", response_model=list[WindowRow], tags=["windows"])
     def windows(
@@ -257,10 +298,16 @@ def _api_router(state: ServingState, token: str) -> APIRouter:
         to: str | None = Query(None, description=TO_HELP),
         camera: list[str] = Query([], description=CAMERA_HELP),
     ) -> Any:
-        """Windows of the cameras in the range (one row per camera and window), counts per class."""
+        """Windows of the cameras in the range (one row per camera and window; hour rows over 36 h)."""
         span = _range(from_, to)
         names = _cameras(state, camera)
-        return [queries.window_row(doc) for doc in state.windows.get(db, names, span)]
+        span = round_range(span, rounding_for(span, window_bucket(span)))
+        return _send(
+            reader.cached(
+                ("windows", tuple(names), span.start, span.end),
+                lambda: _json([queries.window_row(doc) for doc in rows_for(names, span)], list[WindowRow]),
+            )
+        )
 
     @router.get("/heatmap", response_model=list[HeatCell], tags=["windows"])
     def heatmap(
@@ -274,7 +321,13 @@ def _api_router(state: ServingState, token: str) -> APIRouter:
         width = parse_duration(bucket)
         queries.check_buckets(span, width)
         names = _cameras(state, camera)
-        return queries.heat_cells(state.windows.get(db, names, span), width)
+        span = round_range(span, rounding_for(span, max(width, window_bucket(span))))
+        return _send(
+            reader.cached(
+                ("heatmap", tuple(names), span.start, span.end, width),
+                lambda: _json(queries.heat_cells(rows_for(names, span), width), list[HeatCell]),
+            )
+        )
 
     @router.get("/class-mix", response_model=list[ClassShare], tags=["windows"])
     def class_mix(
@@ -285,7 +338,13 @@ def _api_router(state: ServingState, token: str) -> APIRouter:
         """Objects per traffic class over the range, with shares (every class listed)."""
         span = _range(from_, to)
         names = _cameras(state, camera)
-        return queries.class_mix_of(state.windows.get(db, names, span))
+        span = round_range(span, rounding_for(span, window_bucket(span)))
+        return _send(
+            reader.cached(
+                ("class-mix", tuple(names), span.start, span.end),
+                lambda: _json(queries.class_mix_of(rows_for(names, span)), list[ClassShare]),
+            )
+        )
 
     @router.get("/class-mix/cameras", response_model=list[CameraClassMix], tags=["windows"])
     def class_mix_cameras(
@@ -296,7 +355,13 @@ def _api_router(state: ServingState, token: str) -> APIRouter:
         """Objects per traffic class for each camera over the range."""
         span = _range(from_, to)
         names = _cameras(state, camera)
-        return queries.class_mix_by_camera_of(state.windows.get(db, names, span))
+        span = round_range(span, rounding_for(span, window_bucket(span)))
+        return _send(
+            reader.cached(
+                ("class-mix-cameras", tuple(names), span.start, span.end),
+                lambda: _json(queries.class_mix_by_camera_of(rows_for(names, span)), list[CameraClassMix]),
+            )
+        )
 
     @router.get("/pipeline/health", response_model=list[PipelineHealth], tags=["pipeline"])
     def pipeline_health(
@@ -304,7 +369,13 @@ def _api_router(state: ServingState, token: str) -> APIRouter:
         to: str | None = Query(None, description=TO_HELP),
     ) -> Any:
         """Streaming job over the range: batches, rows, throughput, latency, dead letters (one row)."""
-        return [queries.pipeline_health(db, _range(from_, to))]
+        span = _rounded(_range(from_, to), minute)
+        return _send(
+            reader.cached(
+                ("pipeline-health", span.start, span.end),
+                lambda: _json([queries.health_of(reader.batch_rows(span))], list[PipelineHealth]),
+            )
+        )
 
     @router.get("/pipeline/batches", response_model=list[BatchRow], tags=["pipeline"])
     def pipeline_batches(
@@ -313,7 +384,13 @@ def _api_router(state: ServingState, token: str) -> APIRouter:
         limit: int = Query(500, ge=1, le=queries.MAX_LIST_ROWS, description="Latest batches to return."),
     ) -> Any:
         """The latest micro-batches that finished in the range (oldest first): rates and latency."""
-        return queries.batches(db, _range(from_, to), limit)
+        span = _rounded(_range(from_, to), minute)
+        return _send(
+            reader.cached(
+                ("pipeline-batches", span.start, span.end, limit),
+                lambda: _json([queries.batch_row(doc) for doc in reader.batch_rows(span)[-limit:]], list[BatchRow]),
+            )
+        )
 
     @router.get("/dead-letters", response_model=list[DeadLetterRow], tags=["pipeline"])
     def dead_letters(
@@ -322,40 +399,67 @@ def _api_router(state: ServingState, token: str) -> APIRouter:
         limit: int = Query(100, ge=1, le=queries.MAX_LIST_ROWS, description="Latest dead letters to return."),
         stage: list[str] = Query([], description="Only these stages (repeated or comma-separated)."),
     ) -> Any:
-        """The latest dead letters created in the range, newest first."""
-        span = _range(from_, to)
-        return queries.dead_letters(db, span, limit, _stages(stage))
+        """The latest dead letters created in the range, newest first (dead_letters is kept small by retention)."""
+        span = _rounded(_range(from_, to), minute)
+        stages = _stages(stage)
+        return _send(
+            reader.cached(
+                ("dead-letters", span.start, span.end, limit, tuple(sorted(stages))),
+                lambda: _json(queries.dead_letters(state.db, span, limit, stages), list[DeadLetterRow]),
+            )
+        )
 
     @router.get("/dead-letters/stages", response_model=list[StageCount], tags=["pipeline"])
     def dead_letter_stages(
         from_: str | None = Query(None, alias="from", description=FROM_HELP),
         to: str | None = Query(None, description=TO_HELP),
     ) -> Any:
-        """Dead letters per pipeline stage over the range (every stage listed)."""
-        return queries.dead_letters_by_stage(db, _range(from_, to))
+        """Dead letters per pipeline stage over the range (every stage listed), from the batches' figures."""
+        span = _rounded(_range(from_, to), minute)
+        return _send(
+            reader.cached(
+                ("dead-letter-stages", span.start, span.end),
+                lambda: _json(queries.stages_of(reader.batch_rows(span)), list[StageCount]),
+            )
+        )
 
     @router.get("/summary", response_model=Summary, tags=["ops"])
     def summary() -> Any:
-        """What the database holds: frames and cameras in windows, time extent, other collections."""
-        return queries.summary(db, state.cameras.frames_per_camera(db))
+        """What the database holds: frames and cameras in windows, time extent, batches."""
+
+        def answer() -> bytes:
+            batches = state.db[queries.PROGRESS].estimated_document_count()
+            letters = state.db[queries.DEAD_LETTERS].estimated_document_count()
+            return _json(queries.summary_of(reader.cameras(), reader.first_window_start(), batches, letters), Summary)
+
+        return _send(reader.cached(("summary",), answer))
 
     return router
 
 
-def _cameras(state: ServingState, values: list[str]) -> list[str]:
-    """Named cameras, checked; an empty list (all cameras) stays empty so the query has no camera filter."""
-    names = parse_cameras(values)
-    if names:
-        state.cameras.require(state.db, names)
+def _require(state: ServingState, names: list[str]) -> list[str]:
+    """The cameras asked for (all known ones when none), or UnknownCamera naming the missing ones."""
+    known = state.reader.cameras()
+    if not names:
+        return sorted(known)
+    missing = [name for name in names if name not in known]
+    if missing:
+        listed = ", ".join(sorted(known)[:25]) or "none yet"
+        raise queries.UnknownCamera(f"unknown camera(s): {', '.join(missing)}; known cameras: {listed}")
     return names
+
+
+def _cameras(state: ServingState, values: list[str]) -> list[str]:
+    """Named cameras, checked; an empty list means all cameras."""
+    names = parse_cameras(values)
+    return _require(state, names) if names else sorted(state.reader.cameras())
 
 
 def _one_camera(state: ServingState, camera_id: str) -> str:
     names = parse_cameras([camera_id])
     if len(names) != 1:
         raise BadParameter(f"camera {camera_id!r} must name exactly one camera")
-    state.cameras.require(state.db, names)
-    return names[0]
+    return _require(state, names)[0]
 
 
 def _stages(values: list[str]) -> list[str]:

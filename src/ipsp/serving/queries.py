@@ -11,9 +11,7 @@ exercise exactly the code production runs on MongoDB.
 from __future__ import annotations
 
 import math
-import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -94,86 +92,6 @@ def ensure_indexes(db: Database[dict[str, Any]]) -> None:
 # --- cameras -------------------------------------------------------------------------
 
 
-class CameraDirectory:
-    """Known cameras and the frames counted in their windows, cached for a few seconds.
-
-    Every route that takes a camera checks it against this list, so it is cached.
-    A camera missing from the cache triggers one refresh, and then a look for any
-    frame of it (a camera can have frames before its first window is written),
-    before it is called unknown.
-    """
-
-    def __init__(self, ttl_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self._ttl_s = ttl_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._frames: dict[str, int] = {}
-        self._loaded_at: float | None = None
-
-    def frames_per_camera(self, db: Database[dict[str, Any]], refresh: bool = False) -> dict[str, int]:
-        """Camera id -> frames in its windows, from cache unless stale or ``refresh``."""
-        with self._lock:
-            stale = self._loaded_at is None or self._clock() - self._loaded_at > self._ttl_s
-            if refresh or stale:
-                self._frames = count_frames_per_camera(db)
-                self._loaded_at = self._clock()
-            return dict(self._frames)
-
-    def require(self, db: Database[dict[str, Any]], cameras: list[str]) -> list[str]:
-        """The cameras asked for (all known ones when none), or UnknownCamera naming the missing ones."""
-        known = self.frames_per_camera(db)
-        if not cameras:
-            return sorted(known)
-        if any(camera not in known for camera in cameras):
-            known = self.frames_per_camera(db, refresh=True)
-        # only on this rare path: a frame without a window yet still makes a camera known
-        missing = [c for c in cameras if c not in known and db[RESULTS].find_one({"camera_id": c}, {"_id": 1}) is None]
-        if missing:
-            listed = ", ".join(sorted(known)[:25]) or "none yet"
-            raise UnknownCamera(f"unknown camera(s): {', '.join(missing)}; known cameras: {listed}")
-        return cameras
-
-
-def count_frames_per_camera(db: Database[dict[str, Any]]) -> dict[str, int]:
-    """Frames per camera, summed over ``traffic_windows`` (one small ``$group``).
-
-    The windows collection is small (one document per camera-minute) where
-    ``analysis_results`` holds a document per frame; on FerretDB, which scans a
-    whole collection for every query, that difference is the difference between
-    milliseconds and seconds. The ``$group`` holds a single field-path ``$sum``:
-    FerretDB 1.24 gets a field-path sum wrong next to a ``{"$sum": 1}``.
-    """
-    pipeline = [{"$group": {"_id": "$camera_id", "frames": {"$sum": "$frames"}}}]
-    return {str(doc["_id"]): int(doc["frames"]) for doc in db[WINDOWS].aggregate(pipeline) if doc["_id"]}
-
-
-#: how far before the newest window to look for each camera's latest window in one query
-STATUS_LOOKBACK = timedelta(hours=1)
-
-
-def camera_statuses(db: Database[dict[str, Any]], frames: Mapping[str, int]) -> list[CameraStatus]:
-    """Each camera's latest window, from one range query near the newest window.
-
-    Cameras silent for longer than :data:`STATUS_LOOKBACK` fall back to one
-    sorted ``find_one`` each (indexed on MongoDB).
-    """
-    newest = db[WINDOWS].find_one({}, projection={"window_start": 1}, sort=[("window_start", DESCENDING)])
-    latest: dict[str, Mapping[str, Any]] = {}
-    if newest is not None:
-        recent = db[WINDOWS].find(
-            {**_camera_filter(sorted(frames)), "window_start": {"$gte": newest["window_start"] - STATUS_LOOKBACK}}
-        )
-        for doc in recent:
-            held = latest.get(doc["camera_id"])
-            if held is None or doc["window_start"] > held["window_start"]:
-                latest[doc["camera_id"]] = doc
-    for camera in sorted(set(frames) - set(latest)):
-        found = db[WINDOWS].find_one({"camera_id": camera}, sort=[("window_start", DESCENDING)])
-        if found is not None:
-            latest[camera] = found
-    return [camera_status(latest[camera], frames.get(camera, 0)) for camera in sorted(latest)]
-
-
 def camera_status(window: Mapping[str, Any], frames: int) -> CameraStatus:
     """A camera's status row from its latest window document."""
     row = window_row(window)
@@ -206,22 +124,44 @@ def frames_page(
     camera: str,
     span: TimeRange,
     limit: int,
-    offset: int,
+    after: str | None = None,
     descending: bool = False,
     include_detections: bool = False,
 ) -> tuple[list[FrameRow], bool]:
-    """One page of a camera's frames in the range, and whether another page follows."""
+    """One page of a camera's frames in the range, keyed by (event time, ``_id``), and whether more follow.
+
+    ``after`` is the previous page's :func:`page_key` of its last row: the page
+    continues strictly past it, so no row is skipped or repeated and no offset
+    is scanned (on MongoDB the ``camera_id, event_time`` index serves it).
+    """
+    query: dict[str, Any] = {"camera_id": camera, "event_time": {"$gte": span.start, "$lt": span.end}}
+    if after is not None:
+        moment, last_id = parse_page_key(after)
+        past = "$lt" if descending else "$gt"
+        query["$or"] = [{"event_time": {past: moment}}, {"event_time": moment, "_id": {past: last_id}}]
     direction = DESCENDING if descending else ASCENDING
     projection = None if include_detections else {"detections": 0}
     cursor = (
         db[RESULTS]
-        .find({"camera_id": camera, **_in_range("event_time", span)}, projection=projection)
+        .find(query, projection=projection)
         .sort([("event_time", direction), ("_id", direction)])
-        .skip(offset)
         .limit(limit + 1)  # one extra row tells whether a next page exists
     )
     docs = list(cursor)
     return [frame_row(doc, include_detections) for doc in docs[:limit]], len(docs) > limit
+
+
+def page_key(row: FrameRow) -> str:
+    """The ``after`` value that continues past ``row``: ``<epoch ms>,<_id>``."""
+    return f"{int(row.time.timestamp() * 1000)},{row.record_key}"
+
+
+def parse_page_key(value: str) -> tuple[datetime, str]:
+    """``(event_time, _id)`` of an ``after`` value; BadParameter when it is not one."""
+    moment, sep, last_id = value.partition(",")
+    if not sep or not moment.isdigit() or not last_id:
+        raise BadParameter(f"after={value!r} is not a page key (use the X-Next-After header of the previous page)")
+    return datetime.fromtimestamp(int(moment) / 1000, tz=UTC), last_id
 
 
 def frame_row(doc: Mapping[str, Any], include_detections: bool = False) -> FrameRow:
@@ -247,95 +187,24 @@ def frame_row(doc: Mapping[str, Any], include_detections: bool = False) -> Frame
     )
 
 
-def window_docs(
-    db: Database[dict[str, Any]], cameras: list[str], span: TimeRange, projection: dict[str, int] | None = None
-) -> list[dict[str, Any]]:
-    """Windows starting in the range, by start then camera; BadParameter past :data:`MAX_WINDOW_ROWS`."""
-    cursor = (
-        db[WINDOWS]
-        .find({**_camera_filter(cameras), **_in_range("window_start", span)}, projection=projection)
-        .sort([("window_start", ASCENDING), ("camera_id", ASCENDING)])
-        .limit(MAX_WINDOW_ROWS + 1)
-    )
-    docs = list(cursor)
-    if len(docs) > MAX_WINDOW_ROWS:
-        raise BadParameter(f"more than {MAX_WINDOW_ROWS} windows in this range; narrow the range or name fewer cameras")
-    return docs
-
-
 def window_row(doc: Mapping[str, Any]) -> WindowRow:
     """Flatten a ``traffic_windows`` document into a response row."""
     counts = flat_counts(doc.get("counts"))
     frames = int(doc["frames"])
-    return WindowRow(
-        time=doc["window_start"],
-        window_end=doc["window_end"],
-        camera_id=doc["camera_id"],
-        frames=frames,
-        vehicles_per_frame=round(counts["total"] / frames, 3) if frames else 0.0,
-        density_mean=float(doc["density_mean"]),
-        density_max=float(doc["density_max"]),
-        traffic_status=doc["traffic_status"],
+    # built without validation: the fields come from documents the pipeline validated when it wrote
+    # them, and a 6-hour dashboard answers thousands of rows
+    values: dict[str, Any] = {
+        "time": doc["window_start"],
+        "window_end": doc["window_end"],
+        "camera_id": doc["camera_id"],
+        "frames": frames,
+        "vehicles_per_frame": round(counts["total"] / frames, 3) if frames else 0.0,
+        "density_mean": float(doc["density_mean"]),
+        "density_max": float(doc["density_max"]),
+        "traffic_status": doc["traffic_status"],
         **counts,
-    )
-
-
-def windows(db: Database[dict[str, Any]], cameras: list[str], span: TimeRange) -> list[WindowRow]:
-    """Windows of the cameras (all when empty) in the range, with counts per class."""
-    return [window_row(doc) for doc in window_docs(db, cameras, span)]
-
-
-class WindowCache:
-    """Window documents of one (cameras, range) read, shared for a few seconds.
-
-    The panels of a dashboard load at once with the same cameras and range, and
-    four of them (windows, heatmap, class mix, class mix per camera) read the
-    same window documents. Sharing one read - concurrent callers wait for the
-    first instead of reading again - turns four collection reads into one.
-    Entries live ``ttl_s`` seconds (0 disables sharing); at most ``max_entries``
-    are kept. Callers must not modify the returned documents.
-    """
-
-    def __init__(
-        self,
-        ttl_s: float,
-        max_entries: int = 8,
-        clock: Callable[[], float] = time.monotonic,
-        loader: Callable[[Database[dict[str, Any]], list[str], TimeRange], list[dict[str, Any]]] | None = None,
-    ) -> None:
-        self._ttl_s = ttl_s
-        self._max_entries = max_entries
-        self._clock = clock
-        self._load = loader or (lambda db, cameras, span: window_docs(db, cameras, span))
-        self._lock = threading.Lock()
-        self._entries: dict[tuple[Any, ...], _CacheEntry] = {}
-
-    def get(self, db: Database[dict[str, Any]], cameras: list[str], span: TimeRange) -> list[dict[str, Any]]:
-        """The window documents of the read, from a fresh shared entry or from MongoDB."""
-        if self._ttl_s <= 0:
-            return self._load(db, cameras, span)
-        key = (tuple(sorted(cameras)), span.start, span.end)
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or entry.expired(self._clock(), self._ttl_s):
-                entry = self._entries[key] = _CacheEntry()
-                while len(self._entries) > self._max_entries:  # dicts keep insertion order: drop the oldest
-                    del self._entries[next(iter(self._entries))]
-        with entry.lock:  # the first caller reads; concurrent callers with the same key wait for it
-            if entry.docs is None:
-                entry.docs = self._load(db, cameras, span)
-                entry.loaded_at = self._clock()
-            return entry.docs
-
-
-class _CacheEntry:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.docs: list[dict[str, Any]] | None = None
-        self.loaded_at = 0.0
-
-    def expired(self, now: float, ttl_s: float) -> bool:
-        return self.docs is not None and now - self.loaded_at > ttl_s
+    }
+    return WindowRow.model_construct(**values)
 
 
 def flat_counts(counts: Mapping[str, Any] | None) -> dict[str, int]:
@@ -388,13 +257,6 @@ def heat_cells(docs: Iterable[Mapping[str, Any]], bucket: timedelta) -> list[Hea
     ]
 
 
-def heatmap(db: Database[dict[str, Any]], cameras: list[str], span: TimeRange, bucket: timedelta) -> list[HeatCell]:
-    """Density heatmap (camera x time bucket) over the range, from the windows."""
-    check_buckets(span, bucket)
-    projection = {"camera_id": 1, "window_start": 1, "frames": 1, "density_mean": 1, "density_max": 1}
-    return heat_cells(window_docs(db, cameras, span, projection), bucket)
-
-
 # --- class mix ---------------------------------------------------------------------------
 # FerretDB 1.24 sums field paths in $group wrongly (always 0 for dotted paths such as
 # "$counts.car", and 0 for any field once a {"$sum": 1} sits in the same $group), so
@@ -411,11 +273,6 @@ def _sum_counts(docs: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
             acc[name] += value
         acc["frames"] += int(doc.get("frames", 0) or 0)
     return per_camera
-
-
-def class_mix(db: Database[dict[str, Any]], cameras: list[str], span: TimeRange) -> list[ClassShare]:
-    """Objects per class over the range (summed windows), with each class's share."""
-    return class_mix_of(window_docs(db, cameras, span, _MIX_PROJECTION))
 
 
 def class_mix_of(docs: Iterable[Mapping[str, Any]]) -> list[ClassShare]:
@@ -439,11 +296,6 @@ def class_shares(sums: Mapping[str, Any]) -> list[ClassShare]:
         )
         for name, count in counts.items()
     ]
-
-
-def class_mix_by_camera(db: Database[dict[str, Any]], cameras: list[str], span: TimeRange) -> list[CameraClassMix]:
-    """Objects per class for each camera over the range."""
-    return class_mix_by_camera_of(window_docs(db, cameras, span, _MIX_PROJECTION))
 
 
 def class_mix_by_camera_of(docs: Iterable[Mapping[str, Any]]) -> list[CameraClassMix]:
@@ -473,34 +325,6 @@ def batch_row(doc: Mapping[str, Any]) -> BatchRow:
         latency_p95_ms=latency.get("p95_ms"),
         latency_max_ms=latency.get("max_ms"),
     )
-
-
-def batches(db: Database[dict[str, Any]], span: TimeRange, limit: int) -> list[BatchRow]:
-    """The latest ``limit`` micro-batches that finished in the range, oldest first."""
-    cursor = (
-        db[PROGRESS]
-        .find(_in_range("finished_at", span), projection={"durations_ms": 0})
-        .sort([("finished_at", DESCENDING), ("batch_id", DESCENDING)])
-        .limit(limit)
-    )
-    return [batch_row(doc) for doc in reversed(list(cursor))]
-
-
-def pipeline_health(db: Database[dict[str, Any]], span: TimeRange) -> PipelineHealth:
-    """Totals, rates, latency and dead-letter counts of the streaming job over the range."""
-    match = _in_range("finished_at", span)
-    # summed in Python (see the FerretDB note above); one small projection per batch
-    fields = {"rows": 1, "results": 1, "dead_letters": 1}
-    sums = dict.fromkeys(("batches", *fields), 0)
-    for doc in db[PROGRESS].find(match, projection=fields):
-        sums["batches"] += 1
-        for name in fields:
-            sums[name] += int(doc.get(name, 0) or 0)
-    first = db[PROGRESS].find_one(match, sort=[("started_at", ASCENDING)])
-    last = db[PROGRESS].find_one(match, sort=[("finished_at", DESCENDING), ("batch_id", DESCENDING)])
-    worst = db[PROGRESS].find_one({**match, "latency.p95_ms": {"$exists": True}}, sort=[("latency.p95_ms", DESCENDING)])
-    stored = db[DEAD_LETTERS].count_documents(_in_range("created_at", span))
-    return health_from(sums, first, last, worst, stored)
 
 
 def health_from(
@@ -571,30 +395,49 @@ def dead_letter_row(doc: Mapping[str, Any]) -> DeadLetterRow:
     )
 
 
-def dead_letters_by_stage(db: Database[dict[str, Any]], span: TimeRange) -> list[StageCount]:
-    """Dead letters per stage over the range; every stage listed, zero included."""
-    pipeline = [
-        {"$match": _in_range("created_at", span)},
-        {"$group": {"_id": "$stage", "count": {"$sum": 1}}},
-    ]
-    counted = {str(doc["_id"]): int(doc["count"]) for doc in db[DEAD_LETTERS].aggregate(pipeline)}
+# --- summary -------------------------------------------------------------------------
+
+
+def health_of(batches: list[dict[str, Any]]) -> PipelineHealth:
+    """The health row from the batch entries of the pipeline-hour documents in the range."""
+    sums = {name: sum(int(b[name]) for b in batches) for name in ("rows", "results", "dead_letters")}
+    sums["batches"] = len(batches)
+    first = min(batches, key=lambda b: b["started_at"], default=None)
+    last = max(batches, key=lambda b: (b["finished_at"], b["batch_id"]), default=None)
+    timed = [b for b in batches if b.get("latency")]
+    worst = max(timed, key=lambda b: b["latency"]["p95_ms"], default=None)
+    stored = sum(sum(b.get("dead_letters_by_stage", {}).values()) for b in batches)
+    return health_from(sums, first, last, worst, stored)
+
+
+def stages_of(batches: list[dict[str, Any]]) -> list[StageCount]:
+    """Dead letters per stage summed over batch entries; every stage listed, zero included."""
+    counted: dict[str, int] = {}
+    for batch in batches:
+        for stage, count in batch.get("dead_letters_by_stage", {}).items():
+            counted[stage] = counted.get(stage, 0) + int(count)
     stages = list(DEAD_LETTER_STAGES) + sorted(set(counted) - set(DEAD_LETTER_STAGES))
     return [StageCount(stage=stage, count=counted.get(stage, 0)) for stage in stages]
 
 
-# --- summary -------------------------------------------------------------------------
+def camera_status_of(doc: Mapping[str, Any]) -> CameraStatus:
+    """A camera's status row from its ``serving_cameras`` document."""
+    latest = doc["latest"]
+    frames = sum(int(day["frames"]) for day in doc["days"].values())
+    return camera_status({**latest, "camera_id": doc["_id"]}, frames)
 
 
-def summary(db: Database[dict[str, Any]], frames: Mapping[str, int]) -> Summary:
-    """What the database holds: frames and cameras (from the windows), extent, other collections."""
-    first = db[WINDOWS].find_one({}, projection={"window_start": 1}, sort=[("window_start", ASCENDING)])
-    last = db[WINDOWS].find_one({}, projection={"window_end": 1}, sort=[("window_end", DESCENDING)])
+def summary_of(
+    cameras: Mapping[str, Mapping[str, Any]], first_window: datetime | None, batches: int, dead_letters: int
+) -> Summary:
+    """What the database holds, from the camera documents, the first window and two collection counts."""
+    days = [day for doc in cameras.values() for day in doc["days"].values()]
     return Summary(
-        frames=sum(frames.values()),
-        cameras=len(frames),
-        first_window_start=first["window_start"] if first else None,
-        last_window_end=last["window_end"] if last else None,
-        windows=db[WINDOWS].count_documents({}),
-        batches=db[PROGRESS].count_documents({}),
-        dead_letters=db[DEAD_LETTERS].count_documents({}),
+        frames=sum(int(day["frames"]) for day in days),
+        cameras=len(cameras),
+        first_window_start=first_window,
+        last_window_end=max((doc["latest"]["window_end"] for doc in cameras.values()), default=None),
+        windows=sum(int(day["windows"]) for day in days),
+        batches=batches,
+        dead_letters=dead_letters,
     )

@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
 from ipsp.contracts import TRAFFIC_STATUSES, format_time
@@ -36,6 +35,7 @@ from ipsp.serving.models import (
     WindowRow,
 )
 from ipsp.serving.params import TimeRange
+from ipsp.serving.reader import ServingReader
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -75,27 +75,33 @@ class ReportData:
 
 
 def run_extent(db: Database[dict[str, Any]]) -> TimeRange | None:
-    """From the first to just after the last instant the run's windows, batches and dead letters mention.
+    """From the run's first window start to its last window end (event time), from the serving documents.
 
-    Reads the small collections only: on FerretDB every query scans a whole
-    collection, and ``analysis_results`` is the large one.
+    The event-time extent only: batches and dead letters carry processing times
+    (today), and mixing the two stretched a replay of January over a whole year.
     """
-    probes = [
-        (queries.WINDOWS, "window_start", ASCENDING),
-        (queries.WINDOWS, "window_end", DESCENDING),
-        (queries.PROGRESS, "started_at", ASCENDING),
-        (queries.PROGRESS, "finished_at", DESCENDING),
-        (queries.DEAD_LETTERS, "created_at", ASCENDING),
-        (queries.DEAD_LETTERS, "created_at", DESCENDING),
-    ]
-    moments: list[datetime] = []
-    for collection, name, direction in probes:
-        doc = db[collection].find_one({}, projection={name: 1}, sort=[(name, direction)])
-        if doc is not None and isinstance(doc.get(name), datetime):
-            moments.append(doc[name])
-    if not moments:
+    reader = ServingReader(db, state_ttl_s=0.0)
+    try:
+        state = reader.state()
+        cameras = reader.cameras()
+        if state is None or not cameras or state.get("first_hour") is None:
+            return None
+        first = reader.first_window_start()
+        end = max(doc["latest"]["window_end"] for doc in cameras.values())
+        return TimeRange(first or state["first_hour"], end)
+    finally:
+        reader.close()
+
+
+def pipeline_extent(state: dict[str, Any] | None) -> TimeRange | None:
+    """From the first batch's start to just after the last write (processing time)."""
+    if state is None:
         return None
-    return TimeRange(min(moments), max(moments) + timedelta(seconds=1))
+    return TimeRange(state["first_batch_at"], state["last_batch_at"] + timedelta(seconds=1))
+
+
+#: a series with at most this many points is drawn with markers
+FEW_POINTS = 40
 
 
 def pick_bucket(span: TimeRange, target: int = 120) -> timedelta:
@@ -112,33 +118,45 @@ def collect(
     cameras: list[str] | None = None,
     bucket: timedelta | None = None,
 ) -> ReportData:
-    """Read everything the report shows; UserError when the database holds no run."""
-    directory = queries.CameraDirectory()
-    frames = directory.frames_per_camera(db)
-    if not frames:
-        raise UserError(f"no windows in database '{db.name}': run the pipeline (or point --mongo-db elsewhere)")
-    names = directory.require(db, cameras or [])
-    span = span or run_extent(db)
-    if span is None:  # frames exist, so the extent does too; kept for the type checker
-        raise UserError(f"database '{db.name}' holds no timestamps")
-    bucket = bucket or pick_bucket(span)
-    queries.check_buckets(span, bucket)
-    chosen = {name: frames[name] for name in names}
-    window_docs = queries.window_docs(db, names, span)  # one read feeds three views
-    return ReportData(
-        span=span,
-        bucket=bucket,
-        statuses=queries.camera_statuses(db, chosen),
-        windows=[queries.window_row(doc) for doc in window_docs],
-        heat=queries.heat_cells(window_docs, bucket),
-        mix=queries.class_mix_of(window_docs),
-        health=queries.pipeline_health(db, span),
-        batches=queries.batches(db, span, queries.MAX_LIST_ROWS),
-        stages=queries.dead_letters_by_stage(db, span),
-        dead_letters=queries.dead_letters(db, span, 20),
-        frames=sum(chosen.values()),
-        cameras=names,
-    )
+    """Read everything the report shows (serving documents only); UserError when the database holds no run.
+
+    Traffic charts use ``span`` (default: the run's own event-time extent); the
+    pipeline charts use the same ``span`` when given, else the batches' own
+    processing-time extent.
+    """
+    reader = ServingReader(db, state_ttl_s=0.0)
+    try:
+        known = reader.cameras()
+        if not known:
+            raise UserError(f"no windows in database '{db.name}': run the pipeline (or point --mongo-db elsewhere)")
+        missing = [name for name in cameras or [] if name not in known]
+        if missing:
+            raise queries.UnknownCamera(f"unknown camera(s): {', '.join(missing)}; known: {', '.join(sorted(known))}")
+        names = list(cameras) if cameras else sorted(known)
+        traffic = span or run_extent(db)
+        if traffic is None:
+            raise UserError(f"database '{db.name}' holds no serving documents: run `ipsp rollups rebuild`")
+        pipeline = span or pipeline_extent(reader.state()) or traffic
+        bucket = bucket or pick_bucket(traffic)
+        queries.check_buckets(traffic, bucket)
+        rows = reader.window_rows(names, traffic)  # one read feeds three views
+        batches = reader.batch_rows(pipeline)
+        return ReportData(
+            span=traffic,
+            bucket=bucket,
+            statuses=[queries.camera_status_of(known[name]) for name in names],
+            windows=[queries.window_row(doc) for doc in rows],
+            heat=queries.heat_cells(rows, bucket),
+            mix=queries.class_mix_of(rows),
+            health=queries.health_of(batches),
+            batches=[queries.batch_row(doc) for doc in batches[-queries.MAX_LIST_ROWS :]],
+            stages=queries.stages_of(batches),
+            dead_letters=queries.dead_letters(db, pipeline, 20),
+            frames=sum(sum(int(d["frames"]) for d in known[name]["days"].values()) for name in names),
+            cameras=names,
+        )
+    finally:
+        reader.close()
 
 
 # --- charts --------------------------------------------------------------------------
@@ -187,6 +205,8 @@ def chart_vehicles(data: ReportData) -> Figure:
             label=camera,
             color=colors[camera],
             linewidth=1.3,
+            marker="o" if len(points) <= FEW_POINTS else None,  # a short run's few points stay visible
+            markersize=3,
         )
     ax.set_ylabel("vehicles per frame")
     ax.grid(alpha=0.3)

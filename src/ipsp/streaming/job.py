@@ -248,6 +248,9 @@ class BatchSink:
             finished_at=finished,
         )
         self.sink.write_progress(progress)
+        from ipsp.streaming.serving_sink import write_serving  # serving documents (issue 11): after windows+progress
+
+        write_serving(self.sink, self.settings.window_seconds, windows, empty, progress, stages)
         self.previous_start = started
         self._account(progress, stages, changes.late)
         if self.report.keep_latencies:

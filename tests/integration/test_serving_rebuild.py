@@ -1,0 +1,74 @@
+"""Serving documents written batch by batch equal what `ipsp rollups rebuild` computes, and prune keeps them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from ipsp import rollups
+from ipsp.config import Settings
+from ipsp.streaming.maintenance import prune, rebuild, status_function
+from support.serving import (
+    DEFAULT_START,
+    check_serving_equals_rebuild,
+    open_sink,
+    serving_snapshot,
+    write_through_sink,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sink(stack_settings: Settings):  # type: ignore[no-untyped-def]
+    name = f"ipsp_test_rebuild_{uuid.uuid4().hex[:8]}"
+    sink = open_sink(stack_settings, name)
+    yield sink
+    sink.client.drop_database(name)
+    sink.client.close()
+
+
+def test_batches_equal_rebuild_and_a_replay_changes_nothing(stack_settings: Settings, sink) -> None:  # type: ignore[no-untyped-def]
+    # 25 minutes from 07:40: windows on both sides of an hour, batches of 50 frames end mid-window
+    start = DEFAULT_START + timedelta(minutes=40)
+    write_through_sink(sink, stack_settings, 900, 3, start, frames_per_second=0.2, batch_frames=50, dead_every=97)
+    check_serving_equals_rebuild(sink.db, stack_settings)
+    before = serving_snapshot(sink.db)
+    assert len(before[rollups.CAMERA_HOURS]) == 3 * 2 and len(before[rollups.CAMERAS]) == 3
+    # the same batches again (a replay from an empty writer cache): the same documents
+    sink.serving_writer = None
+    write_through_sink(sink, stack_settings, 900, 3, start, frames_per_second=0.2, batch_frames=50, dead_every=97)
+    after = serving_snapshot(sink.db)
+    for name in (rollups.CAMERA_HOURS, rollups.CAMERA_DAYS, rollups.CAMERAS):
+        assert after[name] == before[name], name
+    check_serving_equals_rebuild(sink.db, stack_settings)  # the replayed batches' new timings included
+
+
+def test_rebuild_writes_what_the_writer_wrote(stack_settings: Settings, sink) -> None:  # type: ignore[no-untyped-def]
+    write_through_sink(sink, stack_settings, 300, 3, frames_per_second=0.5, batch_frames=40)
+    before = serving_snapshot(sink.db)
+    for name in rollups.SERVING_COLLECTIONS:
+        sink.db[name].drop()
+    written = rebuild(sink.db, stack_settings.window_seconds, status_function(stack_settings.cameras_config))
+    assert written[rollups.CAMERAS] == 3
+    assert serving_snapshot(sink.db) == before
+
+
+def test_prune_deletes_old_frames_and_keeps_rollup_totals(stack_settings: Settings, sink) -> None:  # type: ignore[no-untyped-def]
+    write_through_sink(sink, stack_settings, 240, 2, frames_per_second=0.1, batch_frames=40)
+    frames = sink.db["analysis_results"].count_documents({})
+    before = serving_snapshot(sink.db)
+    # retention of 10 minutes, seen from the run's end: about half the frames are older
+    now = DEFAULT_START + timedelta(minutes=20)
+    settings = stack_settings.model_copy(
+        update={"retention_frames_days": 10 / 1440, "retention_windows_days": 10 / 1440,
+                "retention_progress_days": 0, "retention_dead_letters_days": 0}
+    )  # fmt: skip
+    deleted = prune(sink.db, settings, now=now)
+    left = sink.db["analysis_results"].count_documents({})
+    assert 0 < deleted["analysis_results"] == frames - left and left > 0
+    assert all(doc["event_time"] >= now - timedelta(minutes=10) for doc in sink.db["analysis_results"].find({}))
+    assert deleted["traffic_windows"] > 0
+    assert serving_snapshot(sink.db) == before  # the rollups keep their totals
