@@ -105,7 +105,7 @@ def test_flat_counts_fills_missing_classes() -> None:
 
 def test_rows_from_contract_documents(run) -> None:
     frame = queries.frame_row(run.results[0].to_document())
-    assert frame.record_key == run.results[0].id and frame.total == run.results[0].counts.total
+    assert frame.record_key == run.results[0].record_key and frame.total == run.results[0].counts.total
     assert frame.detections is None
     assert queries.frame_row(run.results[0].to_document(), include_detections=True).detections
     window = queries.window_row(run.windows[0].to_document())

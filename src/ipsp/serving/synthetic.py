@@ -37,6 +37,7 @@ from ipsp.contracts import (
     PipelineProgress,
     TrafficWindow,
     dead_letter_id,
+    event_id,
     window_id,
 )
 
@@ -132,7 +133,8 @@ def build_run(
         latency_ms = round(180.0 + 120.0 * rng.random() + 40.0 * (index % batch_rows) / batch_rows, 3)
         run.results.append(
             AnalysisResult(
-                id=f"{camera}_{frame_index:05d}",
+                id=event_id(camera, event_time),
+                record_key=f"{camera}_{frame_index:05d}",
                 camera_id=camera,
                 frame_index=frame_index,
                 event_time=event_time,
