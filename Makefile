@@ -11,7 +11,7 @@ FRAMES ?= 600
 EXTRAS ?= dev,train
 
 .PHONY: help setup fetch up down status demo test lint unit integration bench \
-        bench-pack bench-produce bench-detect bench-pipeline bench-serve clean
+        bench-pack bench-produce bench-detect bench-pipeline bench-serve bench-soak clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -65,8 +65,11 @@ bench-pack: up ## pack the synthetic feed vs tar
 bench-produce: up ## producer msg/s and rate accuracy
 	$(BIN)/python benchmarks/bench_produce.py
 
-bench-pipeline: up ## end-to-end efficiency vs the detector alone, latency
+bench-pipeline: up ## end-to-end efficiency vs the best detector-only run (median of 3), seed-style speed-up, latency
 	$(BIN)/python benchmarks/bench_pipeline.py
+
+bench-soak: up ## the stream job 30 min at half load: memory, Kafka lag, latency per minute
+	$(BIN)/python benchmarks/bench_soak.py
 
 bench-serve: up ## API requests/s and p95 latency
 	$(BIN)/python benchmarks/bench_serve.py

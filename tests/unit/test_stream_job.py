@@ -134,3 +134,36 @@ def test_task_slots(master: str, parallelism: int, slots: int) -> None:
     from ipsp.streaming.job import task_slots
 
     assert task_slots(master, parallelism) == slots
+
+
+def test_a_stored_result_is_replaced_only_by_a_later_kafka_record_or_another_model() -> None:
+    def doc(partition: int, offset: int, sha: str = "a") -> dict[str, object]:
+        return {"pipeline": {"kafka_partition": partition, "kafka_offset": offset}, "model": {"sha256": sha}}
+
+    assert sinks.supersedes(doc(0, 9), doc(0, 5))
+    assert not sinks.supersedes(doc(0, 5), doc(0, 9))  # an older copy never overwrites a newer one
+    assert sinks.supersedes(doc(1, 0), doc(0, 99))  # (partition, offset) order
+    assert not sinks.supersedes(doc(0, 5), doc(0, 5))  # the same record again: already stored
+    assert sinks.supersedes(doc(0, 5, "b"), doc(0, 5))  # the same record by another model: rewritten
+
+
+def test_an_object_store_outage_is_waited_out_then_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipsp.errors import ServiceUnavailable
+    from ipsp.streaming import worker
+
+    monkeypatch.setattr(worker.time, "sleep", lambda _s: None)
+
+    class Flaky:
+        calls = 0
+
+        def get_many(self, shard: str, keys: list[str]) -> dict[str, bytes]:
+            self.calls += 1
+            if self.calls < 3:
+                raise ServiceUnavailable("S3 server at http://127.0.0.1:9 does not answer")
+            return dict.fromkeys(keys, b"x")
+
+    reader = Flaky()
+    assert worker.fetch_with_retries(reader, "s3://b/s.lmdb", ["k"], 60.0) == {"k": b"x"}
+    assert reader.calls == 3
+    with pytest.raises(ServiceUnavailable):
+        worker.fetch_with_retries(Flaky(), "s3://b/s.lmdb", ["k"], 0.0)
