@@ -7,19 +7,24 @@ collects the small per-record summary, then on the driver recomputes the
 per-camera windows the batch touched and writes one progress document.
 
 Exactly once in effect: Spark commits a batch's offsets to the checkpoint only
-after ``foreachBatch`` returned; every write puts a whole document under a
-deterministic ``_id``; windows are written with full values, never incremented.
-A batch that runs again after a crash therefore rewrites the same documents, and
-a restart resumes from the first uncommitted batch.
+after ``foreachBatch`` returned; results are one document per event (camera,
+event time), written by ``_id`` with the later Kafka record winning; windows
+keep each event's contribution and are written with full values, never
+incremented. A batch that runs again after a crash, a task retried after a
+killed Python worker (``spark.task.maxFailures`` = 4), or a resend of the same
+events therefore leaves the same documents, and a restart resumes from the
+first uncommitted batch.
 
-Windows and watermark (see :mod:`ipsp.streaming.state`): per-camera tumbling
-windows of ``window_seconds`` on event time, aggregated by the driver from the
-batch's results into a window state that is versioned per batch in
-``<checkpoint>/ipsp/state/`` (a replayed batch starts from the state before it).
-Each camera's watermark = its max event time - ``watermark_seconds``; a window
-whose end is at or before it is closed (final, dropped from the state), and a
-late frame (its window already closed when its batch starts) is stored in
-``analysis_results`` but does not reopen the window; the batch log counts it.
+Each micro-batch is spread over one task per slot (a round-robin repartition:
+Kafka partitions are uneven) and holds about ``batch_seconds`` of the work
+measured when the workers warm up, unless ``maxOffsetsPerTrigger`` is given.
+
+Windows (see :mod:`ipsp.streaming.state`): per-camera tumbling windows on event
+time, folded by the driver into their own documents, read and written by
+``_id``; closed by each camera's watermark or by an idle timeout; late events
+counted in ``late_frames``. The small query state (watermarks, open windows) is
+versioned per batch in ``<checkpoint>/ipsp/state/``, and the checkpoint's run
+epoch (``<checkpoint>/ipsp/epoch``) names the progress documents.
 """
 
 from __future__ import annotations
