@@ -13,7 +13,7 @@ FRAMES ?= 600
 PREREQS := 1_infrastructure/local/prereqs.sh
 
 .PHONY: help prereqs-demo prereqs-test setup setup-dev fetch up down status demo test lint unit integration bench \
-        k8s-up k8s-down bench-pack bench-produce bench-detect bench-fidelity bench-pipeline bench-serve clean
+        k8s-up k8s-down bench-pack bench-produce bench-detect bench-fidelity bench-pipeline bench-serve bench-soak clean
 
 help: ## list targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -87,8 +87,11 @@ bench-pack: setup-dev up ## pack the synthetic feed vs tar
 bench-produce: setup-dev up ## producer msg/s and rate accuracy
 	$(BIN)/python benchmarks/bench_produce.py
 
-bench-pipeline: setup-dev up ## end-to-end efficiency vs the detector alone, latency
+bench-pipeline: setup-dev up ## end-to-end efficiency vs the best detector-only run (median of 3), seed-style speed-up, latency
 	$(BIN)/python benchmarks/bench_pipeline.py
+
+bench-soak: setup-dev up ## the stream job 30 min at half load: memory, Kafka lag, latency per minute
+	$(BIN)/python benchmarks/bench_soak.py
 
 bench-serve: setup-dev up ## API requests/s and p95 latency
 	$(BIN)/python benchmarks/bench_serve.py

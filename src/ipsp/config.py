@@ -20,8 +20,39 @@ ENV_PREFIX = "IPSP_"
 
 
 def default_home() -> Path:
-    """Local state folder: stack data, caches, checkpoints (git-ignored ``.local``)."""
-    return Path(os.environ.get("IPSP_HOME", Path.cwd() / ".local")).resolve()
+    """Local state folder: stack data, caches, checkpoints; the same from every working folder.
+
+    ``IPSP_HOME`` when set; else the git-ignored ``.local`` of the checkout this
+    package runs from (found by walking up from the package itself, which also
+    finds a venv inside the checkout); else, installed outside any checkout, a
+    per-user data folder (``$XDG_DATA_HOME/ipsp``, by default ``~/.local/share/ipsp``).
+    Never the working folder: a command run from a subfolder would otherwise see
+    no stack credentials and start a second checkpoint tree.
+    """
+    if os.environ.get("IPSP_HOME"):
+        return Path(os.environ["IPSP_HOME"]).expanduser().resolve()
+    checkout = find_checkout(Path(__file__).resolve())
+    if checkout is not None:
+        return checkout / ".local"
+    return user_data_dir() / "ipsp"
+
+
+def find_checkout(start: Path) -> Path | None:
+    """The nearest folder at or above ``start`` that is an IPSP checkout (pyproject.toml, CONTRACTS.md, src/ipsp)."""
+    for folder in [start, *start.parents]:
+        if (
+            (folder / "pyproject.toml").is_file()
+            and (folder / "CONTRACTS.md").is_file()
+            and (folder / "src" / "ipsp").is_dir()
+        ):
+            return folder
+    return None
+
+
+def user_data_dir() -> Path:
+    """The per-user data folder (XDG): ``$XDG_DATA_HOME`` or ``~/.local/share``."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    return Path(xdg).expanduser().resolve() if xdg else Path.home() / ".local" / "share"
 
 
 def stack_env_file() -> Path:
@@ -78,10 +109,15 @@ class Settings(BaseSettings):
         None, description="Spark Kafka connector jars for spark.jars (default: <home>/stack/spark-jars)."
     )
     checkpoint_uri: str = Field("", description="Streaming checkpoint root (default: <home>/checkpoints).")
-    max_offsets_per_trigger: int = Field(512, ge=1, description="Kafka offsets per micro-batch.")
+    max_offsets_per_trigger: int = Field(
+        0, ge=0, description="Kafka offsets per micro-batch (0: about 8 s of the work measured at start)."
+    )
     trigger_seconds: float = Field(2.0, ge=0.0, description="Micro-batch trigger interval.")
     window_seconds: int = Field(60, ge=1, description="Tumbling window length.")
     watermark_seconds: int = Field(120, ge=0, description="Event-time watermark delay.")
+    window_idle_seconds: float = Field(
+        300.0, gt=0.0, description="A camera silent this long (wall time) has its open windows closed."
+    )
 
     # serving
     api_token: SecretStr = Field(SecretStr(""), description="Bearer token for the API (empty: no auth).")

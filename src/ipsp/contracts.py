@@ -1,4 +1,4 @@
-"""Data contracts v1 as typed models: every stage serializes through these.
+"""Data contracts v1.1 as typed models: every stage serializes through these.
 
 CONTRACTS.md is the prose; this module is the code. The JSON examples in
 CONTRACTS.md are parsed and re-serialized by the unit tests, so the two cannot
@@ -202,9 +202,14 @@ class PipelineInfo(Contract):
 
 
 class AnalysisResult(Contract):
-    """``analysis_results``: one document per frame, ``_id`` = record_key (upserted)."""
+    """``analysis_results``: one document per event, ``_id`` = :func:`event_id` (camera, event time).
 
-    id: str = Field(alias="_id", pattern=RECORD_KEY_PATTERN)
+    A new replay loop is new events (new event times), so it adds documents; a
+    resend or a stream replay of the same event rewrites the same document.
+    """
+
+    id: str = Field(alias="_id", description="<camera_id>|<event_time as YYYY-MM-DDTHH:MM:SS.mmmZ>")
+    record_key: str = Field(pattern=RECORD_KEY_PATTERN, description="the frame (the same in every loop)")
     camera_id: str
     frame_index: int = Field(ge=0)
     event_time: UtcDatetime
@@ -217,6 +222,12 @@ class AnalysisResult(Contract):
     pipeline: PipelineInfo
     processed_at: UtcDatetime
     schema_version: Literal["1.0"] = SCHEMA_VERSION
+
+    @model_validator(mode="after")
+    def _id_is_event(self) -> AnalysisResult:
+        if self.id != event_id(self.camera_id, self.event_time):
+            raise ValueError("_id must be '<camera_id>|<event_time as YYYY-MM-DDTHH:MM:SS.mmmZ>' (event_id)")
+        return self
 
 
 def event_id(camera_id: str, event_time: datetime) -> str:
@@ -244,6 +255,14 @@ class TrafficWindow(Contract):
     density_mean: float = Field(ge=0.0, le=100.0)
     density_max: float = Field(ge=0.0, le=100.0)
     traffic_status: TrafficStatus
+    late_frames: int = Field(0, ge=0, description="events that arrived after the window closed (not in counts)")
+    closed: bool = Field(False, description="closed by the camera's watermark or idle timeout: final")
+    events: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="per-event contributions: ms after window_start -> [motorbike, car, bus, truck, bicycle, "
+        "person, density_percent]",
+    )
+    late_events: list[int] = Field(default_factory=list, description="ms after window_start of the late events")
     updated_at: UtcDatetime
     schema_version: Literal["1.0"] = SCHEMA_VERSION
 
@@ -251,6 +270,10 @@ class TrafficWindow(Contract):
     def _consistent(self) -> TrafficWindow:
         if self.window_end <= self.window_start:
             raise ValueError("window_end must be after window_start")
+        if self.events and len(self.events) != self.frames:
+            raise ValueError("frames must equal the number of events")
+        if self.late_events and len(self.late_events) != self.late_frames:
+            raise ValueError("late_frames must equal the number of late events")
         if self.id != window_id(self.camera_id, self.window_start):
             raise ValueError("_id must be '<camera_id>|<window_start as YYYY-MM-DDTHH:MM:SSZ>'")
         if self.density_max < self.density_mean:
@@ -296,12 +319,14 @@ class LatencyStats(Contract):
 class PipelineProgress(Contract):
     """``pipeline_progress``: one document per micro-batch of the streaming query."""
 
-    id: str = Field(alias="_id", description="<query>:<batch_id>")
+    id: str = Field(alias="_id", description="<run>:<batch_id>")
     query: str
+    run: str = Field("", description="<database>/<query>/<epoch>: one checkpoint's life (a reset starts a new run)")
     batch_id: int = Field(ge=0)
     rows: int = Field(ge=0, description="Kafka records in the batch")
     results: int = Field(ge=0, description="frames written to analysis_results")
     dead_letters: int = Field(ge=0)
+    late_frames: int = Field(0, ge=0, description="results whose window was already closed")
     input_rows_per_s: float = Field(ge=0.0)
     processed_rows_per_s: float = Field(ge=0.0)
     durations_ms: dict[str, float]

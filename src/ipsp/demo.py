@@ -16,7 +16,7 @@ starts, so the path can be replayed step by step):
 6. a per-camera summary read back from MongoDB, the HTML report (``ipsp report``)
    and where to look next.
 
-Re-running is harmless: frames are upserted by ``record_key`` with the same fixed
+Re-running is harmless: results are upserted by event (camera, event time) with the same fixed
 event clock, so a second run rewrites the same documents and windows.
 """
 

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from ipsp.config import Settings
-from ipsp.contracts import FrameInfo, FrameMessage, LmdbRef, ManifestRow, utc_now
+from ipsp.contracts import FrameInfo, FrameMessage, LmdbRef, ManifestRow, event_id, utc_now
 
 pytestmark = pytest.mark.slow
 
@@ -235,11 +235,14 @@ def check_results(settings: Settings, db: Any, ds: Dataset) -> dict[str, dict[st
     from ipsp.detection import load_cameras_config, load_detector, traffic_summary
     from ipsp.preprocessing.shards import ShardReader
 
-    docs = {d["_id"]: d for d in db.analysis_results.find({})}
+    stored = list(db.analysis_results.find({}))
+    docs = {d["record_key"]: d for d in stored}
     expected = {row.record_key for row in ds.rows}
     missing, extra = sorted(expected - set(docs)), sorted(set(docs) - expected)
     assert set(docs) == expected, f"missing {missing[:5]}, extra {extra[:5]}"
-    assert db.analysis_results.count_documents({}) == len(expected)
+    assert len(stored) == len(expected), "a frame stored twice"
+    for doc in stored:
+        assert doc["_id"] == event_id(doc["camera_id"], doc["event_time"])
 
     detector = load_detector(settings.model, settings, threads=1)
     cameras = load_cameras_config(settings.cameras_config)
@@ -269,18 +272,20 @@ def check_dead_letters(db: Any, feed: Feed) -> None:
         assert letter["raw"]
 
 
-def check_windows(db: Any, docs: dict[str, dict[str, Any]], window_seconds: int) -> None:
-    """Every window equals the sum of its frames; every frame is in exactly one window."""
-    from ipsp.streaming.process import window_start
+def check_windows(db: Any, docs: dict[str, dict[str, Any]] | list[dict[str, Any]], window_seconds: int) -> None:
+    """Every window equals the sum of its events; every stored event is in exactly one window, once."""
+    from ipsp.streaming.process import to_ms, window_start
 
     frames: dict[tuple[str, Any], list[dict[str, Any]]] = {}
-    for doc in docs.values():
+    for doc in docs.values() if isinstance(docs, dict) else docs:
         frames.setdefault((doc["camera_id"], window_start(doc["event_time"], window_seconds)), []).append(doc)
     windows = {(w["camera_id"], w["window_start"]): w for w in db.traffic_windows.find({})}
     assert set(windows) == set(frames)
     for key, window in windows.items():
-        members = frames[key]
-        assert window["frames"] == len(members)
+        late = {to_ms(key[1]) + ms for ms in window.get("late_events", [])}
+        members = [m for m in frames[key] if to_ms(m["event_time"]) not in late]
+        assert window["frames"] + window["late_frames"] == len(frames[key]), key
+        assert window["frames"] == len(members) == len(window["events"]), key
         for cls in ("motorbike", "car", "bus", "truck", "bicycle", "person", "total"):
             assert window["counts"][cls] == sum(m["counts"][cls] for m in members), (key, cls)
         densities = [m["density_percent"] for m in members]
@@ -296,6 +301,7 @@ def check_progress(db: Any, feed: Feed) -> list[dict[str, Any]]:
     for p in progress:
         assert p["rows"] == p["results"] + p["dead_letters"]
         assert p["query"] == f"traffic-stream-{feed.topic}"
+        assert p["_id"] == f"{p['run']}:{p['batch_id']}" and p["run"].startswith(f"{feed.db}/{p['query']}/")
     assert sum(p["rows"] for p in progress) == feed.total
     return progress
 
@@ -445,3 +451,89 @@ def test_stream_fails_loudly_when_mongo_is_down_then_resumes(
     finally:
         mongo.kill()
         shutil.rmtree(mongo.folder, ignore_errors=True)
+
+
+# --- event identity: loops are new events, a resend is the same event --------------------------------
+
+
+def latest_records(settings: Settings, topic: str) -> dict[str, tuple[int, int]]:
+    """event_id -> the (partition, offset) of its last copy in the topic, read back from Kafka."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=5000)  # fmt: skip
+    latest: dict[str, tuple[int, int]] = {}
+    try:
+        for record in consumer:
+            msg = FrameMessage.from_json(record.value)
+            key = event_id(msg.camera_id, msg.event_time)
+            latest[key] = max(latest.get(key, (-1, -1)), (record.partition, record.offset))
+    finally:
+        consumer.close()
+    return latest
+
+
+def test_loops_are_new_events_and_a_resend_is_the_same_event(stack_settings: Settings, dataset: Dataset) -> None:
+    """Done-when of issue 13: --loop 2 plus a resend of loop 0, into a fresh database."""
+    tag = uuid.uuid4().hex[:8]
+    topic, db_name = f"test-loops-{tag}", f"test_loops_{tag}"
+    checkpoint = Path(stack_settings.home) / "checkpoints" / f"test-{tag}"
+    env = child_env(stack_settings, IPSP_MONGO_DB=db_name)
+    create_topic(stack_settings, topic, partitions=2)
+    same = ["--replay-id", f"loops-{tag}", "--event-start", EVENT_START, "--frame-interval", str(FRAME_INTERVAL_S)]
+    try:
+        ipsp(
+            "produce", dataset.uri, "--topic", topic, "--as-fast-as-possible", "--loop", "2", *same, "--quiet", env=env
+        )
+        ipsp(
+            "produce", dataset.uri, "--topic", topic, "--as-fast-as-possible", "--loop", "1", *same, "--quiet", env=env
+        )
+        ipsp("stream", "--topic", topic, "--checkpoint", str(checkpoint), "--no-ui", "--available-now",
+             "--max-offsets-per-trigger", "100", env=env)  # fmt: skip
+        db = database(stack_settings, db_name)
+        stored = list(db.analysis_results.find({}))
+        per_frame: dict[str, list[Any]] = {}
+        for doc in stored:
+            assert doc["_id"] == event_id(doc["camera_id"], doc["event_time"])
+            per_frame.setdefault(doc["record_key"], []).append(doc["event_time"])
+        # every frame exactly once per loop: two events, one loop length apart
+        loop_s = FRAMES // CAMERAS * FRAME_INTERVAL_S
+        assert set(per_frame) == {row.record_key for row in dataset.rows}
+        for key, times in per_frame.items():
+            assert len(times) == 2, (key, times)
+            assert abs((max(times) - min(times)).total_seconds()) == loop_s, (key, times)
+        # each event holds the result of its LAST Kafka copy (the resend for loop 0), whatever task wrote first
+        latest = latest_records(stack_settings, topic)
+        assert len(latest) == len(stored) == 2 * FRAMES
+        for doc in stored:
+            assert (doc["pipeline"]["kafka_partition"], doc["pipeline"]["kafka_offset"]) == latest[doc["_id"]]
+        # windows add up to the stored frames and vehicle counts; none is late (the resend is counted events)
+        check_windows(db, stored, stack_settings.window_seconds)
+        windows = list(db.traffic_windows.find({}))
+        assert sum(w["late_frames"] for w in windows) == 0
+        assert sum(w["frames"] for w in windows) == len(stored)
+        for cls in ("car", "total"):
+            assert sum(w["counts"][cls] for w in windows) == sum(d["counts"][cls] for d in stored)
+        # loop 0's windows were closed by loop 1's watermark (event time runs on across loops)
+        assert any(w["closed"] for w in windows)
+        progress = list(db.pipeline_progress.find({}))
+        assert sum(p["rows"] for p in progress) == 3 * FRAMES
+        assert sum(p["late_frames"] for p in progress) == 0
+
+        # the whole topic again in ONE batch through a new checkpoint (copies of an event in one batch,
+        # split over concurrent tasks): nothing changes
+        before = {w["_id"]: (w["frames"], w["counts"], w["events"]) for w in windows}
+        kept = {d["_id"]: d["pipeline"] for d in stored}
+        ipsp("stream", "--topic", topic, "--checkpoint", str(checkpoint) + "-again", "--query", "again", "--once",
+             "--no-ui", env=env)  # fmt: skip
+        again = list(db.analysis_results.find({}))
+        assert {d["_id"]: (d["pipeline"]["kafka_partition"], d["pipeline"]["kafka_offset"]) for d in again} == {
+            k: (p["kafka_partition"], p["kafka_offset"]) for k, p in kept.items()
+        }
+        assert {w["_id"]: (w["frames"], w["counts"], w["events"]) for w in db.traffic_windows.find({})} == before
+    finally:
+        from pymongo import MongoClient
+
+        MongoClient(stack_settings.mongo_uri.get_secret_value()).drop_database(db_name)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        shutil.rmtree(str(checkpoint) + "-again", ignore_errors=True)

@@ -75,3 +75,28 @@ def test_bad_value_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_contracts_doc_lists_exactly_the_settings() -> None:
     documented = set(re.findall(r"^\| `(IPSP_[A-Z0-9_]+)` \|", DOC.read_text(), re.MULTILINE))
     assert documented == set(env_var_names())
+
+
+def test_home_is_the_checkouts_from_every_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from ipsp.config import default_home
+
+    monkeypatch.delenv("IPSP_HOME", raising=False)
+    checkout = Path(__file__).resolve().parents[2]
+    homes = set()
+    for folder in (checkout, checkout / "3_spark_processor", tmp_path):
+        monkeypatch.chdir(folder)
+        homes.add(default_home())
+    assert homes == {checkout / ".local"}
+
+
+def test_home_outside_a_checkout_is_a_per_user_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from ipsp.config import find_checkout, user_data_dir
+
+    installed = tmp_path / "site-packages" / "ipsp" / "config.py"
+    installed.parent.mkdir(parents=True)
+    assert find_checkout(installed) is None
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert user_data_dir() == tmp_path / "data"
+    # a venv inside a checkout still finds the checkout
+    checkout = Path(__file__).resolve().parents[2]
+    assert find_checkout(checkout / ".venv" / "lib" / "site-packages" / "ipsp" / "config.py") == checkout

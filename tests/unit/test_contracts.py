@@ -122,7 +122,8 @@ def test_dead_letter_id_is_kafka_coordinates() -> None:
 def test_analysis_result_document_uses_id_alias() -> None:
     result = AnalysisResult.model_validate(
         {
-            "_id": "cam_01_00001",
+            "_id": "cam_01|2026-01-01T08:00:01.000Z",
+            "record_key": "cam_01_00001",
             "camera_id": "cam_01",
             "frame_index": 1,
             "event_time": "2026-01-01T08:00:01.000Z",
@@ -137,5 +138,29 @@ def test_analysis_result_document_uses_id_alias() -> None:
         }
     )
     doc = result.to_document()
-    assert doc["_id"] == "cam_01_00001"
+    assert doc["_id"] == "cam_01|2026-01-01T08:00:01.000Z"
+    assert doc["record_key"] == "cam_01_00001"
     assert isinstance(doc["event_time"], datetime)
+
+
+def test_analysis_result_id_must_be_its_event() -> None:
+    doc = AnalysisResult.model_validate(
+        {
+            "_id": "cam_01|2026-01-01T08:00:01.000Z",
+            "record_key": "cam_01_00001",
+            "camera_id": "cam_01",
+            "frame_index": 1,
+            "event_time": "2026-01-01T08:00:01.000Z",
+            "replay_id": "r1",
+            "counts": Counts().model_dump(),
+            "density_percent": 0.0,
+            "traffic_status": "Free",
+            "detections": [],
+            "model": {"name": "m", "version": "1", "sha256": "0" * 64},
+            "pipeline": {"batch_id": 0, "kafka_partition": 0, "kafka_offset": 0, "inference_ms": 1, "latency_ms": 1},
+            "processed_at": "2026-01-01T08:00:02.000Z",
+        }
+    ).to_document()
+    doc["_id"] = doc["record_key"]  # the v1.0 identity: one document per frame, loops overwrite each other
+    with pytest.raises(ValidationError, match="event_id"):
+        AnalysisResult.model_validate(doc)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,12 +22,16 @@ def settings(tmp_path: Path, **extra: object) -> Settings:
     return Settings(home=tmp_path, **extra)  # type: ignore[arg-type]
 
 
-def test_checkpoint_defaults_to_query_and_topic(tmp_path: Path) -> None:
+def test_checkpoint_defaults_to_database_query_and_topic(tmp_path: Path) -> None:
     s = settings(tmp_path)
     uri = checkpoint_location(s, StreamOptions(topic="feed-a"))
-    assert uri == (tmp_path / "checkpoints" / "traffic-stream-feed-a").as_uri()
+    assert uri == (tmp_path / "checkpoints" / "traffic_db" / "traffic-stream-feed-a").as_uri()
     other = checkpoint_location(s, StreamOptions(topic="feed-b", query="q2"))
-    assert other.endswith("/q2-feed-b")
+    assert other.endswith("/traffic_db/q2-feed-b")
+    # the same query into another database is another checkpoint
+    assert checkpoint_location(settings(tmp_path, mongo_db="other"), StreamOptions(topic="feed-a")).endswith(
+        "/other/traffic-stream-feed-a"
+    )
 
 
 def test_checkpoint_accepts_a_plain_path_and_s3(tmp_path: Path) -> None:
@@ -88,14 +91,24 @@ def test_failure_message_names_the_cause_and_how_to_resume() -> None:
     assert "file:///cp" in message
 
 
-def test_window_spans_merge_adjacent_windows_into_one_query() -> None:
-    def t(minute: int) -> datetime:
-        return datetime(2026, 1, 1, 8, minute, tzinfo=UTC)
+def test_micro_batches_are_sized_in_seconds_of_measured_work() -> None:
+    from ipsp.streaming.job import offsets_for
 
-    windows = {("cam_01", t(0)), ("cam_02", t(1)), ("cam_01", t(1)), ("cam_03", t(2)), ("cam_01", t(30))}
-    spans = sinks.window_spans(windows, 60)
-    assert spans == [(t(0), t(3), {"cam_01", "cam_02", "cam_03"}), (t(30), t(31), {"cam_01"})]
-    assert sinks.window_spans([], 60) == []
+    assert offsets_for(8.0, 2, 0.1) == 160  # 2 slots x 10 frames/s x 8 s
+    assert offsets_for(8.0, 2, 100.0) == 2  # never fewer than one record per slot
+
+
+@pytest.mark.parametrize(
+    ("master", "expected"),
+    [("local[2]", "local[2,4]"), ("local[*]", "local[*,4]"), ("local", "local[1,4]"), ("local[2,3]", "local[2,3]"),
+     ("spark://h:7077", "spark://h:7077")],
+)  # fmt: skip
+def test_a_local_master_retries_failed_tasks(master: str, expected: str) -> None:
+    from ipsp.streaming.job import spark_conf, with_local_retries
+
+    assert with_local_retries(master) == expected
+    conf = spark_conf(Settings(spark_master=master), StreamOptions(topic="t"))  # type: ignore[call-arg]
+    assert int(conf["spark.task.maxFailures"]) >= 4
 
 
 @pytest.mark.parametrize("content", [None, b"this is not an ONNX model"])
@@ -121,3 +134,36 @@ def test_task_slots(master: str, parallelism: int, slots: int) -> None:
     from ipsp.streaming.job import task_slots
 
     assert task_slots(master, parallelism) == slots
+
+
+def test_a_stored_result_is_replaced_only_by_a_later_kafka_record_or_another_model() -> None:
+    def doc(partition: int, offset: int, sha: str = "a") -> dict[str, object]:
+        return {"pipeline": {"kafka_partition": partition, "kafka_offset": offset}, "model": {"sha256": sha}}
+
+    assert sinks.supersedes(doc(0, 9), doc(0, 5))
+    assert not sinks.supersedes(doc(0, 5), doc(0, 9))  # an older copy never overwrites a newer one
+    assert sinks.supersedes(doc(1, 0), doc(0, 99))  # (partition, offset) order
+    assert not sinks.supersedes(doc(0, 5), doc(0, 5))  # the same record again: already stored
+    assert sinks.supersedes(doc(0, 5, "b"), doc(0, 5))  # the same record by another model: rewritten
+
+
+def test_an_object_store_outage_is_waited_out_then_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipsp.errors import ServiceUnavailable
+    from ipsp.streaming import worker
+
+    monkeypatch.setattr(worker.time, "sleep", lambda _s: None)
+
+    class Flaky:
+        calls = 0
+
+        def get_many(self, shard: str, keys: list[str]) -> dict[str, bytes]:
+            self.calls += 1
+            if self.calls < 3:
+                raise ServiceUnavailable("S3 server at http://127.0.0.1:9 does not answer")
+            return dict.fromkeys(keys, b"x")
+
+    reader = Flaky()
+    assert worker.fetch_with_retries(reader, "s3://b/s.lmdb", ["k"], 60.0) == {"k": b"x"}
+    assert reader.calls == 3
+    with pytest.raises(ServiceUnavailable):
+        worker.fetch_with_retries(Flaky(), "s3://b/s.lmdb", ["k"], 0.0)

@@ -170,7 +170,8 @@ def test_build_result_carries_provenance_and_latency() -> None:
         rec, counts=Counts.of({"car": 2, "person": 1}), density_percent=120.0, traffic_status="Congested",
         detections=[], model=ModelRef(name="m", version="1", sha256="a" * 64), batch_id=3, inference_ms=12.5, now=NOW,
     )  # fmt: skip
-    assert result.id == "cam_01_00001"
+    assert result.id == "cam_01|2026-01-01T08:00:01.000Z"  # the event: camera and event time
+    assert result.record_key == "cam_01_00001"
     assert result.counts.total == 2
     assert result.density_percent == 100.0  # clipped
     assert (result.pipeline.batch_id, result.pipeline.kafka_partition, result.pipeline.kafka_offset) == (3, 2, 7)

@@ -1,132 +1,171 @@
-"""Window state of the stream query: folding, duplicates, moves, watermark, late frames, versions."""
+"""Windows of the stream query: per-event contributions, duplicates, watermark, idle timeout, late frames."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ipsp.config import Settings
-from ipsp.contracts import Counts
-from ipsp.streaming.process import FrameFigures, to_ms
-from ipsp.streaming.state import Frame, StateStore, WindowState
+from ipsp.contracts import Counts, TrafficWindow, event_id
+from ipsp.streaming.process import to_ms
+from ipsp.streaming.state import (
+    BatchWindows,
+    Frame,
+    StateStore,
+    StreamState,
+    figures_of,
+    fold_batch,
+    latest_per_event,
+)
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 28, 7, 30, tzinfo=UTC)
+WINDOW_S, DELAY_S, IDLE_S = 60, 120, 300.0
 
 
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def frame(key: str, camera: str, seconds: float, cars: int = 1, density: float = 10.0) -> Frame:
-    return Frame(key, camera, at(seconds), FrameFigures(Counts.of({"car": cars}), density))
+def frame(camera: str, seconds: float, cars: int = 1, density: float = 10.0, offset: int = 0) -> Frame:
+    return Frame(
+        event_id(camera, at(seconds)), camera, to_ms(at(seconds)), figures_of(Counts.of({"car": cars}), density),
+        partition=0, offset=offset,
+    )  # fmt: skip
 
 
 def status(camera_id: str, density: float, vehicles: int) -> str:
     return "Normal" if density >= 15 else "Free"
 
 
-def win(camera: str, seconds: float) -> tuple[str, int]:
-    return camera, to_ms(at(seconds))
+class Store:
+    """The window documents as the sink would keep them (written back after each batch)."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.state = StreamState()
+
+    def batch(self, frames: list[Frame], now: datetime = NOW) -> BatchWindows:
+        out = fold_batch(self.state, self.docs, frames, WINDOW_S, DELAY_S, IDLE_S, now, status)
+        for doc in out.documents:
+            self.docs[doc.id] = doc.to_document()
+        for closed in out.close_ids:
+            self.docs[closed]["closed"] = True
+        return out
+
+    def window(self, camera: str, seconds: float) -> TrafficWindow:
+        doc = self.docs[f"{camera}|{at(seconds):%Y-%m-%dT%H:%M:%SZ}"]
+        return TrafficWindow.model_validate(doc)
 
 
-def fresh() -> WindowState:
-    return WindowState(window_seconds=60, delay_ms=120_000)
-
-
-def test_frames_fold_into_their_windows() -> None:
-    state = fresh()
-    changes = state.apply([frame("a", "cam_01", 5, cars=2), frame("b", "cam_01", 30, cars=3), frame("c", "cam_01", 65)])
-    assert changes.touched == {win("cam_01", 0), win("cam_01", 60)}
-    docs, empty = state.documents(changes.touched, status, NOW)
-    assert empty == []
-    first = next(d for d in docs if d.window_start == at(0))
+def test_frames_fold_into_their_windows_with_their_contributions() -> None:
+    store = Store()
+    store.batch([frame("cam_01", 5, cars=2), frame("cam_01", 30, cars=3), frame("cam_01", 65)])
+    first = store.window("cam_01", 0)
     assert (first.frames, first.counts.car, first.counts.total) == (2, 5, 5)
-    assert first.id == "cam_01|2026-01-01T08:00:00Z"
+    assert first.events == {"5000": [0, 2, 0, 0, 0, 0, 10.0], "30000": [0, 3, 0, 0, 0, 0, 10.0]}
+    assert store.window("cam_01", 60).frames == 1
 
 
-def test_a_frame_seen_twice_replaces_its_own_contribution() -> None:
-    state = fresh()
-    state.apply([frame("a", "cam_01", 5, cars=2)])
-    state.apply([frame("a", "cam_01", 5, cars=2), frame("b", "cam_01", 6, cars=1)])
-    docs, _ = state.documents({win("cam_01", 0)}, status, NOW)
-    assert (docs[0].frames, docs[0].counts.car) == (2, 3)
+def test_an_event_folded_again_replaces_its_own_contribution() -> None:
+    store = Store()
+    store.batch([frame("cam_01", 5, cars=2)])
+    before = store.window("cam_01", 0)
+    store.batch([frame("cam_01", 5, cars=2), frame("cam_01", 6, cars=1)])
+    assert (store.window("cam_01", 0).frames, store.window("cam_01", 0).counts.car) == (2, 3)
+    # the same batch a third time (a replay into the same database) changes nothing
+    again = Store()
+    again.docs = dict(store.docs)
+    again.batch([frame("cam_01", 5, cars=2), frame("cam_01", 6, cars=1)])
+    assert again.window("cam_01", 0).counts == store.window("cam_01", 0).counts
+    assert before.frames == 1
 
 
-def test_a_retimed_frame_leaves_its_old_window() -> None:
-    state = fresh()
-    state.apply([frame("a", "cam_01", 5), frame("b", "cam_01", 6)])
-    changes = state.apply([frame("a", "cam_01", 70)])
-    assert changes.touched == {win("cam_01", 0), win("cam_01", 60)}
-    docs, empty = state.documents(changes.touched, status, NOW)
-    assert {d.window_start: d.frames for d in docs} == {at(0): 1, at(60): 1}
-    # and a window whose only frame left is deleted, not kept stale
-    changes = state.apply([frame("b", "cam_01", 75)])
-    docs, empty = state.documents(changes.touched, status, NOW)
-    assert empty == ["cam_01|2026-01-01T08:00:00Z"]
+def test_copies_of_one_event_resolve_to_the_latest_kafka_record() -> None:
+    copies = [frame("cam_01", 5, cars=1, offset=9), frame("cam_01", 5, cars=7, offset=12), frame("cam_01", 5, offset=3)]
+    (kept,) = latest_per_event(copies)
+    assert kept.offset == 12
+    other_partition = Frame(kept.event_id, "cam_01", kept.event_ms, kept.figures, partition=1, offset=0)
+    assert latest_per_event([kept, other_partition]) == [other_partition]
 
 
-def test_a_frame_moved_out_of_a_window_outside_the_state_is_reported() -> None:
-    state = fresh()
-    changes = state.apply([frame("a", "cam_01", 400)], moved_from=[("a", "cam_01", at(10))])
-    assert changes.outside == {win("cam_01", 0)}
+def test_watermark_closes_windows_per_camera_and_late_events_are_counted_apart() -> None:
+    store = Store()
+    store.batch([frame("cam_01", 5), frame("cam_02", 5)])
+    out = store.batch([frame("cam_01", 200)])  # cam_01 watermark: 200 - 120 = 80 s
+    assert out.closed == 1 and out.close_ids == ["cam_01|2026-01-01T08:00:00Z"]
+    assert store.docs["cam_01|2026-01-01T08:00:00Z"]["closed"] is True
+    assert store.window("cam_02", 0).closed is False  # cam_02 has its own clock
+
+    out = store.batch([frame("cam_01", 10, cars=5), frame("cam_01", 5), frame("cam_01", 150)])
+    assert out.late == 1  # the 10 s event is new in a closed window; the 5 s one is already counted
+    closed = store.window("cam_01", 0)
+    assert (closed.frames, closed.counts.car, closed.late_frames, closed.late_events) == (1, 1, 1, [10_000])
+    # the late event replayed is still one late frame
+    store.batch([frame("cam_01", 10, cars=5)])
+    assert store.window("cam_01", 0).late_frames == 1
 
 
-def test_watermark_closes_windows_and_late_frames_are_not_folded() -> None:
-    state = fresh()
-    state.apply([frame("a", "cam_01", 5), frame("x", "cam_02", 5)])
-    state.apply([frame("b", "cam_01", 200)])  # cam_01 watermark: 200 - 120 = 80 s
-    assert state.close_windows() == 1  # cam_01's 08:00 window; cam_02 has its own clock
-    assert win("cam_02", 0) in state.windows
-    changes = state.apply([frame("late", "cam_01", 10), frame("c", "cam_01", 150)])
-    assert changes.late == 1
-    assert changes.touched == {win("cam_01", 120)}
-    assert win("cam_01", 0) not in state.windows
+def test_a_first_event_behind_the_watermark_opens_and_closes_its_window() -> None:
+    store = Store()
+    store.batch([frame("cam_01", 500)])
+    out = store.batch([frame("cam_01", 5)])
+    assert out.late == 0
+    window = store.window("cam_01", 0)
+    assert (window.frames, window.closed) == (1, True)
 
 
-def test_new_windows_are_the_open_ones_not_in_the_state() -> None:
-    state = fresh()
-    state.apply([frame("a", "cam_01", 5), frame("b", "cam_01", 300)])
-    state.close_windows()
-    new = state.new_windows([frame("c", "cam_01", 10), frame("d", "cam_01", 250), frame("e", "cam_01", 310)])
-    assert new == {win("cam_01", 240)}
+def test_idle_timeout_closes_a_silent_cameras_windows() -> None:
+    store = Store()
+    store.batch([frame("cam_01", 5), frame("cam_02", 5)], now=NOW)
+    out = store.batch([frame("cam_02", 20)], now=NOW + timedelta(seconds=IDLE_S - 1))
+    assert out.closed == 0
+    out = store.batch([frame("cam_02", 30)], now=NOW + timedelta(seconds=IDLE_S + 1))
+    assert out.close_ids == ["cam_01|2026-01-01T08:00:00Z"]
+    assert store.state.open == {("cam_02", to_ms(at(0)))}
+    # between batches too: nothing but time passes
+    closing = store.state.to_close(store.state.open, WINDOW_S, DELAY_S, IDLE_S, to_ms(NOW + timedelta(seconds=700)))
+    assert closing == {("cam_02", to_ms(at(0)))}
 
 
-def test_seeded_records_are_replaced_not_added() -> None:
-    state = fresh()
-    stored = {"a": FrameFigures(Counts.of({"car": 2}), 10.0), "z": FrameFigures(Counts.of({"bus": 1}), 30.0)}
-    state.seed(win("cam_01", 0), stored)
-    changes = state.apply([frame("a", "cam_01", 5, cars=2)])
-    docs, _ = state.documents(changes.touched, status, NOW)
-    assert (docs[0].frames, docs[0].counts.car, docs[0].counts.bus) == (2, 2, 1)
-    assert docs[0].density_mean == pytest.approx(20.0)
-    assert docs[0].traffic_status == "Normal"
+def test_documents_validate_and_add_up() -> None:
+    store = Store()
+    store.batch([frame("cam_01", s, cars=s % 3, density=float(s)) for s in range(0, 60, 5)])
+    window = store.window("cam_01", 0)
+    assert window.frames == 12 == len(window.events)
+    assert window.counts.car == sum(s % 3 for s in range(0, 60, 5))
+    assert window.density_max == 55.0
+    assert window.density_mean == pytest.approx(sum(range(0, 60, 5)) / 12)
+    assert window.traffic_status == "Normal"
 
 
-def test_json_round_trip() -> None:
-    state = fresh()
-    state.apply([frame("a", "cam_01", 5, cars=2, density=12.5), frame("b", "cam_02", 65)])
-    again = WindowState.from_json(state.to_json(3), 60, 120_000)
-    assert again.windows == state.windows
-    assert again.max_event_ms == state.max_event_ms
-    # another window length: the windows restart, the watermark stays
-    other = WindowState.from_json(state.to_json(3), 300, 120_000)
-    assert other.windows == {}
-    assert other.max_event_ms == state.max_event_ms
+def test_state_json_round_trip() -> None:
+    state = StreamState({"cam_01": 5}, {"cam_01": 7}, {("cam_01", 0), ("cam_02", 60_000)})
+    again = StreamState.from_json(state.to_json(3))
+    assert again == state
+    # a state of the older layout keeps its watermark only
+    assert StreamState.from_json(b'{"max_event_ms": {"c": 1}, "windows": []}') == StreamState({"c": 1})
 
 
 def test_a_replayed_batch_starts_from_the_state_before_it(tmp_path: Path) -> None:
-    store = StateStore((tmp_path / "cp").as_uri(), 60, 120, Settings(home=tmp_path))  # type: ignore[call-arg]
-    assert store.before(0).windows == {}
+    store = StateStore((tmp_path / "cp").as_uri(), Settings(home=tmp_path))  # type: ignore[call-arg]
+    assert store.before(0) == StreamState()
     for batch in range(5):
         state = store.before(batch)
-        state.apply([frame(f"f{batch}", "cam_01", batch)])
+        state.advance([frame("cam_01", batch)], batch)
         store.save(batch, state)
     # batch 4 again (a crash before Spark committed it): it sees batches 0..3 only
-    again = store.before(4)
-    assert sorted(again.windows[win("cam_01", 0)]) == ["f0", "f1", "f2", "f3"]
-    state = store.before(5)
-    assert sorted(state.windows[win("cam_01", 0)]) == ["f0", "f1", "f2", "f3", "f4"]
+    assert store.before(4).max_event_ms == {"cam_01": to_ms(at(3))}
+    assert store.before(5).max_event_ms == {"cam_01": to_ms(at(4))}
     assert store.versions() == [2, 3, 4]  # old versions are pruned
+    assert store.latest() == (4, store.before(5))
+
+
+def test_run_epoch_survives_restarts_not_a_reset(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)  # type: ignore[call-arg]
+    first = StateStore((tmp_path / "cp").as_uri(), settings).epoch()
+    assert StateStore((tmp_path / "cp").as_uri(), settings).epoch() == first
+    assert StateStore((tmp_path / "cp2").as_uri(), settings).epoch() != first

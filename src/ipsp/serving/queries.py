@@ -171,7 +171,7 @@ def frame_row(doc: Mapping[str, Any], include_detections: bool = False) -> Frame
     return FrameRow(
         time=doc["event_time"],
         camera_id=doc["camera_id"],
-        record_key=str(doc["_id"]),
+        record_key=str(doc.get("record_key") or doc["_id"]),  # v1.0 documents: _id was the record_key
         frame_index=int(doc["frame_index"]),
         replay_id=doc["replay_id"],
         density_percent=float(doc["density_percent"]),

@@ -19,11 +19,14 @@ def stream(
         False, "--available-now", help="Process everything in the topic now (in bounded batches), then exit."
     ),
     once: bool = typer.Option(False, "--once", help="Process everything in the topic as ONE batch, then exit."),
-    query: str = typer.Option("traffic-stream", "--query", help="Query name; the checkpoint is <query>-<topic>."),
+    query: str = typer.Option(
+        "traffic-stream", "--query", help="Query name; the checkpoint is <database>/<query>-<topic>."
+    ),
     checkpoint: str | None = typer.Option(
         None,
         "--checkpoint",
-        help="Checkpoint URI or path (default: <IPSP_CHECKPOINT_URI>/<query>-<topic>). Restarts resume from it.",
+        help="Checkpoint URI or path (default: <IPSP_CHECKPOINT_URI>/<database>/<query>-<topic>). Restarts resume "
+        "from it; a new one starts a new run epoch.",
     ),
     starting_offsets: str = typer.Option(
         "earliest",
@@ -38,13 +41,20 @@ def stream(
         "--max-offsets-per-trigger",
         min=1,
         envvar="IPSP_MAX_OFFSETS_PER_TRIGGER",
-        help="Kafka records per micro-batch at most (default 512).",
+        help="Kafka records per micro-batch at most (default 0: --batch-seconds of the throughput measured at start).",
+    ),
+    batch_seconds: float = typer.Option(
+        8.0,
+        "--batch-seconds",
+        min=0.5,
+        help="Seconds of work per micro-batch when --max-offsets-per-trigger is not given (default 8).",
     ),
     task_rows: int = typer.Option(
         0,
         "--task-rows",
         min=0,
-        help="Kafka records per Spark task at most; partitions are split to get there (0: 2 x batch size).",
+        help="Kafka records per Spark task at most; partitions are split to get there "
+        "(0: each batch is spread evenly over one task per slot).",
     ),
     mongo_db: str | None = typer.Option(
         None, "--mongo-db", envvar="IPSP_MONGO_DB", help="MongoDB database (default: traffic_db)."
@@ -93,6 +103,7 @@ def stream(
         trigger_seconds=settings.trigger_seconds,
         max_offsets_per_trigger=settings.max_offsets_per_trigger,
         task_rows=task_rows,
+        batch_seconds=batch_seconds,
         retry_seconds=retry_seconds,
         ui=not no_ui,
     )

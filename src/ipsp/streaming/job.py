@@ -7,19 +7,24 @@ collects the small per-record summary, then on the driver recomputes the
 per-camera windows the batch touched and writes one progress document.
 
 Exactly once in effect: Spark commits a batch's offsets to the checkpoint only
-after ``foreachBatch`` returned; every write puts a whole document under a
-deterministic ``_id``; windows are written with full values, never incremented.
-A batch that runs again after a crash therefore rewrites the same documents, and
-a restart resumes from the first uncommitted batch.
+after ``foreachBatch`` returned; results are one document per event (camera,
+event time), written by ``_id`` with the later Kafka record winning; windows
+keep each event's contribution and are written with full values, never
+incremented. A batch that runs again after a crash, a task retried after a
+killed Python worker (``spark.task.maxFailures`` = 4), or a resend of the same
+events therefore leaves the same documents, and a restart resumes from the
+first uncommitted batch.
 
-Windows and watermark (see :mod:`ipsp.streaming.state`): per-camera tumbling
-windows of ``window_seconds`` on event time, aggregated by the driver from the
-batch's results into a window state that is versioned per batch in
-``<checkpoint>/ipsp/state/`` (a replayed batch starts from the state before it).
-Each camera's watermark = its max event time - ``watermark_seconds``; a window
-whose end is at or before it is closed (final, dropped from the state), and a
-late frame (its window already closed when its batch starts) is stored in
-``analysis_results`` but does not reopen the window; the batch log counts it.
+Each micro-batch is spread over one task per slot (a round-robin repartition:
+Kafka partitions are uneven) and holds about ``batch_seconds`` of the work
+measured when the workers warm up, unless ``maxOffsetsPerTrigger`` is given.
+
+Windows (see :mod:`ipsp.streaming.state`): per-camera tumbling windows on event
+time, folded by the driver into their own documents, read and written by
+``_id``; closed by each camera's watermark or by an idle timeout; late events
+counted in ``late_frames``. The small query state (watermarks, open windows) is
+versioned per batch in ``<checkpoint>/ipsp/state/``, and the checkpoint's run
+epoch (``<checkpoint>/ipsp/epoch``) names the progress documents.
 """
 
 from __future__ import annotations
@@ -42,11 +47,20 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ipsp.config import Settings
-from ipsp.contracts import Counts, ModelRef, PipelineProgress, TrafficWindow, utc_now, window_id
+from ipsp.contracts import Counts, ModelRef, PipelineProgress, utc_now, window_id
 from ipsp.errors import UserError
-from ipsp.streaming.process import FrameFigures, elapsed_ms, from_ms, latency_stats, summarize_window, to_ms
+from ipsp.streaming.process import elapsed_ms, from_ms, latency_stats, to_ms
 from ipsp.streaming.sinks import DEFAULT_RETRY_SECONDS, MongoSink, SinkUnavailable, connect
-from ipsp.streaming.state import COUNT_FIELDS, BatchChanges, Frame, StateStore, WindowState
+from ipsp.streaming.state import (
+    COUNT_FIELDS,
+    BatchWindows,
+    Frame,
+    StateStore,
+    figures_of,
+    fold_batch,
+    group_by_window,
+    latest_per_event,
+)
 from ipsp.streaming.worker import JobContext, partition_function, summary_schema_ddl, warm_up_function
 
 log = logging.getLogger("ipsp.stream")
@@ -60,18 +74,19 @@ class StreamOptions:
 
     topic: str
     query: str = DEFAULT_QUERY
-    checkpoint: str = ""  # full checkpoint URI; empty: <checkpoint_uri>/<query>-<topic>
+    checkpoint: str = ""  # full checkpoint URI; empty: <checkpoint_uri>/<database>/<query>-<topic>
     starting_offsets: str = "earliest"
     mode: str = "continuous"  # continuous | available-now | once
     trigger_seconds: float = 2.0
-    max_offsets_per_trigger: int = 512
-    task_rows: int = 0  # Kafka records per Spark task at most; 0: two inference batches
+    max_offsets_per_trigger: int = 0  # 0: batch_seconds of measured work
+    batch_seconds: float = 8.0  # work per micro-batch when max_offsets_per_trigger is derived
+    task_rows: int = 0  # Kafka records per Spark task at most; 0: one task per slot (repartitioned)
     retry_seconds: float = DEFAULT_RETRY_SECONDS
     ui: bool = True
 
     @property
     def query_name(self) -> str:
-        """The query's name: ``<query>-<topic>`` (progress ``_id`` prefix, checkpoint folder)."""
+        """The query's name: ``<query>-<topic>`` (checkpoint folder, under the database's folder)."""
         return f"{self.query}-{self.topic}"
 
 
@@ -107,8 +122,13 @@ class StreamReport:
 
 
 def checkpoint_location(settings: Settings, options: StreamOptions) -> str:
-    """The query's checkpoint URI: explicit, else ``<checkpoint_uri>/<query>-<topic>``."""
-    uri = options.checkpoint or settings.checkpoint_uri.rstrip("/") + "/" + options.query_name
+    """The query's checkpoint URI: explicit, else ``<checkpoint_uri>/<database>/<query>-<topic>``.
+
+    The database is part of the name: the same query into another database is
+    another stream of writes and must not resume from (or skip by) this one's offsets.
+    """
+    default = f"{settings.checkpoint_uri.rstrip('/')}/{settings.mongo_db}/{options.query_name}"
+    uri = options.checkpoint or default
     parsed = urlparse(uri)
     if parsed.scheme == "":
         uri = Path(uri).resolve().as_uri()
@@ -143,6 +163,8 @@ class BatchSink:
         sink: MongoSink,
         states: StateStore,
         report: StreamReport,
+        run_name: str = "",
+        slots: int = 1,
     ) -> None:
         from ipsp.detection import load_cameras_config
 
@@ -159,6 +181,8 @@ class BatchSink:
         self.stop = StopRequest()
         self.last_batch: int | None = None
         self.previous_start: datetime | None = None
+        self.run_name = run_name or f"{settings.mongo_db}/{options.query_name}/-"
+        self.slots = 1 if options.task_rows else slots  # --task-rows: split Kafka partitions instead
 
     def status_of(self, camera_id: str, density: float, vehicles: int) -> str:
         """Window status from its mean density and vehicles per frame, with the camera's thresholds."""
@@ -187,9 +211,11 @@ class BatchSink:
         """Process one micro-batch (``df`` holds its Kafka records)."""
         started = utc_now()
         t0 = time.perf_counter()
-        ctx = JobContext(self.settings, self.model_ref, self.model, batch_id, self.options.retry_seconds)
+        # the first batch of a run may have run before (a crash after its writes, before its commit)
+        replayed = self.last_batch is None
+        ctx = JobContext(self.settings, self.model_ref, self.model, batch_id, self.options.retry_seconds, replayed)
         table = (
-            df.select("value", "topic", "partition", "offset")
+            self.shaped(df.select("value", "topic", "partition", "offset"))
             .mapInArrow(partition_function(ctx), summary_schema_ddl())
             .toArrow()
         )
@@ -199,17 +225,8 @@ class BatchSink:
         dead = [r for r in rows if r["kind"] == "dead"]
         tasks = [r for r in rows if r["kind"] == "task"]
 
-        frames = [frame_of(r) for r in results]
-        moved = [
-            (r["record_key"], r["prev_camera_id"], from_ms(r["prev_event_ms"])) for r in results if r["prev_camera_id"]
-        ]
-        state = self.states.before(batch_id)
-        seeded = self.seed(state, frames)
-        changes = state.apply(frames, moved)
-        windows, empty = self.window_documents(state, changes)
-        self.sink.write_windows(windows, empty)
-        changes.closed = state.close_windows()
-        self.states.save(batch_id, state)
+        changes = self.update_windows(batch_id, [frame_of(r) for r in results], utc_now())
+        windows = changes.documents
         t2 = time.perf_counter()
 
         finished = utc_now()
@@ -234,12 +251,14 @@ class BatchSink:
         }
         latency = latency_stats(r["latency_ms"] for r in results)
         progress = PipelineProgress(
-            id=f"{self.options.query_name}:{batch_id}",
+            id=f"{self.run_name}:{batch_id}",
             query=self.options.query_name,
+            run=self.run_name,
             batch_id=batch_id,
             rows=total_rows,
             results=len(results),
             dead_letters=len(dead),
+            late_frames=changes.late,
             input_rows_per_s=round(total_rows / max(interval_s, 1e-3), 3),
             processed_rows_per_s=round(total_rows / max(t2 - t0, 1e-3), 3),
             durations_ms=durations,
@@ -256,46 +275,56 @@ class BatchSink:
         if self.report.keep_latencies:
             self.report.latencies_ms.extend(r["latency_ms"] for r in results)
             self.report.progress.append(progress)
-        self._log(progress, stages, changes, len(tasks), len(windows), len(empty), seeded)
+        self._log(progress, stages, changes, tasks, len(windows))
 
-    def seed(self, state: WindowState, frames: list[Frame]) -> int:
-        """Start windows this query has not seen, but that have a document, from the stored frames.
+    def shaped(self, df: Any) -> Any:
+        """The batch's records in about one task per slot (Kafka partitions are uneven; tasks then equal)."""
+        slots = self.slots
+        if slots <= 1:
+            return df
+        return df.repartition(slots)
 
-        Such a window holds frames another run wrote (a replay of the same feed,
-        or this very batch before a crash): counting only this query's frames
-        would under-count it. Returns how many windows were seeded.
+    def update_windows(self, batch_id: int, written: list[Frame], now: datetime) -> BatchWindows:
+        """Fold the batch's events into their windows (read and written by ``_id``), then close windows.
+
+        Starts from the state after the previous batch (so a replayed batch sees
+        what its first run saw) and saves the state after this one.
         """
-        new = sorted(state.new_windows(frames))
-        if not new:
-            return 0
-        ids = {window_id(camera, from_ms(ms)): (camera, ms) for camera, ms in new}
-        existing = [ids[i] for i in sorted(self.sink.existing_windows(list(ids)))]
-        if not existing:
-            return 0
         ws = self.settings.window_seconds
-        stored = self.sink.frames_of_windows([(camera, from_ms(ms)) for camera, ms in existing], ws)
-        for (camera, start), records in stored.items():
-            state.seed((camera, to_ms(start)), records)
-        return len(existing)
+        state = self.states.before(batch_id)
+        keys = group_by_window(latest_per_event(written), ws)
+        stored = self.sink.read_windows(sorted(window_id(c, from_ms(ms)) for c, ms in keys))
+        out = fold_batch(
+            state, stored, written, ws, self.settings.watermark_seconds, self.settings.window_idle_seconds,
+            now, self.status_of,
+        )  # fmt: skip
+        self.sink.write_windows(out.documents)
+        self.sink.close_windows(out.close_ids, now)
+        self.states.save(batch_id, state)
+        return out
 
-    def window_documents(self, state: WindowState, changes: BatchChanges) -> tuple[list[TrafficWindow], list[str]]:
-        """Documents of the windows the batch changed, and ids of windows left empty.
+    def close_idle(self) -> int:
+        """Close the open windows of cameras silent for ``window_idle_seconds`` (between batches).
 
-        Windows in the state come from it; a window outside it that a re-timed
-        frame left is recomputed from the store (rare: a replay with a new clock).
+        Without a batch nothing else would close them: Spark runs no batch while
+        the topic is quiet. The state of the last committed batch is updated in place.
         """
+        latest = self.states.latest()
+        if latest is None:
+            return 0
+        batch_id, state = latest
         now = utc_now()
-        windows, empty = state.documents(changes.touched, self.status_of, now)
-        if changes.outside:
-            ws = self.settings.window_seconds
-            stored = self.sink.frames_of_windows([(camera, from_ms(ms)) for camera, ms in changes.outside], ws)
-            for (camera, start), records in sorted(stored.items()):
-                if records:
-                    figures = [records[k] for k in sorted(records)]
-                    windows.append(summarize_window(camera, start, ws, figures, self.status_of, now))
-                else:
-                    empty.append(window_id(camera, start))
-        return windows, empty
+        closing = state.to_close(
+            state.open, self.settings.window_seconds, self.settings.watermark_seconds,
+            self.settings.window_idle_seconds, to_ms(now),
+        )  # fmt: skip
+        if not closing:
+            return 0
+        self.sink.close_windows([window_id(c, from_ms(ms)) for c, ms in sorted(closing)], now)
+        state.open -= closing
+        self.states.save(batch_id, state)
+        log.info("closed %d window(s) of idle camera(s)", len(closing))
+        return len(closing)
 
     def _account(self, progress: PipelineProgress, stages: Counter[str], late: int) -> None:
         report = self.report
@@ -312,35 +341,42 @@ class BatchSink:
         self,
         p: PipelineProgress,
         stages: Counter[str],
-        changes: BatchChanges,
-        tasks: int,
+        changes: BatchWindows,
+        tasks: list[dict[str, Any]],
         written: int,
-        emptied: int,
-        seeded: int,
     ) -> None:
         d = p.durations_ms
         dead = " (" + ", ".join(f"{k} {v}" for k, v in sorted(stages.items())) + ")" if stages else ""
         lat = f"latency p50 {p.latency.p50_ms:.0f} ms p95 {p.latency.p95_ms:.0f} ms" if p.latency else "no frames"
+        kept = sum(int(t["kept"] or 0) for t in tasks)
+        stale = sum(int(t["stale"] or 0) for t in tasks)
         extra = [
-            f"{emptied} emptied" if emptied else "",
-            f"{seeded} seeded from the store" if seeded else "",
-            f"{changes.late} late frame(s) not folded" if changes.late else "",
+            f"{p.results - kept} older cop(ies) not written" if p.results > kept else "",
+            f"{stale} stale dead letter(s) removed" if stale else "",
+            f"{changes.late} late frame(s)" if changes.late else "",
             f"{changes.closed} closed" if changes.closed else "",
         ]
         notes = "".join(f", {e}" for e in extra if e)
         log.info(
             "batch %d: %d rows -> %d results, %d dead letters%s in %.2fs (%.1f rows/s, %d tasks); "
-            "windows %d written%s; %s; task time: fetch %.0f ms, decode+pre %.0f ms, infer %.0f ms, write %.0f ms",
-            p.batch_id, p.rows, p.results, p.dead_letters, dead, d["total"] / 1000, p.processed_rows_per_s, tasks,
-            written, notes, lat, d["fetch"], d["preprocess"], d["infer"], d["write"],
+            "windows %d written, %d open%s; %s; task time: fetch %.0f ms, decode+pre %.0f ms, infer %.0f ms, "
+            "write %.0f ms",
+            p.batch_id, p.rows, p.results, p.dead_letters, dead, d["total"] / 1000, p.processed_rows_per_s,
+            len(tasks), written, changes.open, notes, lat, d["fetch"], d["preprocess"], d["infer"], d["write"],
         )  # fmt: skip
 
 
 def frame_of(row: dict[str, Any]) -> Frame:
-    """A summary row of a written result as the window state needs it."""
+    """A summary row of a written result as the windows need it."""
     counts = Counts.of(dict(zip(COUNT_FIELDS, json.loads(row["counts"]), strict=True)))
-    figures = FrameFigures(counts=counts, density_percent=float(row["density"]))
-    return Frame(row["record_key"], row["camera_id"], from_ms(row["event_ms"]), figures)
+    return Frame(
+        event_id=row["event_id"],
+        camera_id=row["camera_id"],
+        event_ms=int(row["event_ms"]),
+        figures=figures_of(counts, float(row["density"])),
+        partition=int(row["partition"]),
+        offset=int(row["offset"]),
+    )
 
 
 def _sum(rows: list[dict[str, Any]], key: str) -> float:
@@ -409,6 +445,7 @@ def _redact(settings: Settings) -> str:
 def spark_conf(settings: Settings, options: StreamOptions) -> dict[str, str]:
     """Spark settings of the stream job (besides what ``build_spark`` sets)."""
     return {
+        "spark.master": with_local_retries(settings.spark_master),
         # one Python worker per core, kept across tasks and batches: the model loads once per worker
         "spark.python.worker.reuse": "true",
         # Arrow batches into the Python worker are bounded in rows and bytes
@@ -420,22 +457,24 @@ def spark_conf(settings: Settings, options: StreamOptions) -> dict[str, str]:
         "spark.sql.streaming.metricsEnabled": "true",
         "spark.ui.enabled": "true" if options.ui else "false",
         "spark.ui.showConsoleProgress": "false",
-        # a task that fails (Mongo down past the retry deadline) fails the batch at once
-        "spark.task.maxFailures": "1",
-    } | local_jvm_options(settings)
+        # every write is idempotent, so a failed task (a killed Python worker, a lost executor) is retried;
+        # past these attempts the batch fails, uncommitted, and runs again on restart
+        "spark.task.maxFailures": str(TASK_MAX_FAILURES),
+    }
 
 
-def local_jvm_options(settings: Settings) -> dict[str, str]:
-    """JVM options for a local master, where the driver JVM shares the cores with the Python workers.
+#: attempts of one task before its batch fails (a local master needs it in the master URL too)
+TASK_MAX_FAILURES = 4
 
-    The JVM's own work here is small (planning, Kafka, Arrow), but its optimizing
-    JIT compiler (C2) burns a core for the first minutes, right when inference
-    needs it; the quick compiler (C1) alone is enough. Applies only when this
-    process starts the JVM.
-    """
-    if not settings.spark_master.startswith("local"):
-        return {}
-    return {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
+
+def with_local_retries(master: str) -> str:
+    """A ``local[N]`` master retries failed tasks only when it says so: ``local[N,F]``."""
+    match = re.fullmatch(r"local\[(\d+|\*)\]", master.strip())
+    if match:
+        return f"local[{match.group(1)},{TASK_MAX_FAILURES}]"
+    if master.strip() == "local":
+        return f"local[1,{TASK_MAX_FAILURES}]"
+    return master
 
 
 class StopRequest:
@@ -473,26 +512,30 @@ def run_stream(
     model_ref, model = load_model(settings)
     check_topic(settings, options.topic)
     sink = open_sink(settings, options.retry_seconds)
-    states = StateStore(checkpoint, settings.window_seconds, settings.watermark_seconds, settings)
+    states = StateStore(checkpoint, settings)
+    run_name = f"{settings.mongo_db}/{options.query_name}/{states.epoch()}"
     report = StreamReport(query=options.query_name, checkpoint=checkpoint, keep_latencies=keep_latencies)
     log.info("model %s (%s:%s, sha256 %s...)", model_ref, model.name, model.version, model.sha256[:12])
 
     from ipsp.sparkutil import build_spark
 
     spark = build_spark(f"ipsp-{options.query_name}", settings, **spark_conf(settings, options))
-    warm_up(spark, JobContext(settings, model_ref, model, 0, options.retry_seconds))
-    handler = BatchSink(settings, options, model_ref, model, sink, states, report)
+    slots, frame_s = warm_up(spark, JobContext(settings, model_ref, model, 0, options.retry_seconds))
+    max_offsets = options.max_offsets_per_trigger or offsets_for(options.batch_seconds, slots, frame_s)
+    log.info("run %s; %d slot(s), %.0f ms per frame and slot measured at warm-up -> %d records per batch at most%s",
+             run_name, slots, frame_s * 1000, max_offsets,
+             "" if options.max_offsets_per_trigger else f" (~{options.batch_seconds:g}s of work)")  # fmt: skip
+    handler = BatchSink(settings, options, model_ref, model, sink, states, report, run_name, slots)
     source = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
         .option("subscribe", options.topic)
         .option("startingOffsets", options.starting_offsets)
-        .option("maxOffsetsPerTrigger", str(options.max_offsets_per_trigger))
+        .option("maxOffsetsPerTrigger", str(max_offsets))
     )
-    # Kafka partitions are split into tasks of at most task_rows records: many equal tasks keep
-    # every core busy to the end of a batch (uneven partitions would leave a core idle)
-    task_rows = options.task_rows or 2 * settings.batch_size
-    source = source.option("maxRecordsPerPartition", str(task_rows))
+    if options.task_rows:
+        # explicit task size: Kafka partitions are split into tasks of at most task_rows records
+        source = source.option("maxRecordsPerPartition", str(options.task_rows))
     writer = (
         source.load()
         .writeStream.queryName(options.query_name)
@@ -521,18 +564,26 @@ def run_stream(
     return report
 
 
-def warm_up(spark: Any, ctx: JobContext) -> int:
+def warm_up(spark: Any, ctx: JobContext) -> tuple[int, float]:
     """Start the Python workers and load the model in each before the query reads anything.
 
-    Returns the number of task slots.
+    Returns the number of task slots and the measured seconds per frame of one
+    slot (the slowest worker's warm inference of one batch).
     """
     sc = spark.sparkContext
     slots = task_slots(sc.master, int(sc.defaultParallelism))
     started = time.perf_counter()
-    rows = spark.range(0, slots, 1, slots).mapInArrow(warm_up_function(ctx), "pid long").collect()
+    rows = spark.range(0, slots, 1, slots).mapInArrow(warm_up_function(ctx), "pid long, frame_s double").collect()
     pids = sorted({row.pid for row in rows})
+    frame_s = max(row.frame_s for row in rows)
     log.info("%d Python worker(s) ready with the model in %.1fs", len(pids), time.perf_counter() - started)
-    return slots
+    return slots, frame_s
+
+
+def offsets_for(batch_seconds: float, slots: int, frame_s: float) -> int:
+    """Kafka records per micro-batch for ``batch_seconds`` of work on ``slots`` (at least one per slot)."""
+    per_second = slots / max(frame_s, 1e-3)
+    return max(slots, int(batch_seconds * per_second))
 
 
 def task_slots(master: str, default_parallelism: int) -> int:
@@ -560,6 +611,7 @@ def wait(
     from pyspark.errors import StreamingQueryException
 
     stop = handler.stop
+    next_idle_check = time.monotonic() + IDLE_CHECK_SECONDS
     try:
         while query.isActive:
             if until is not None and until(report):
@@ -570,6 +622,11 @@ def wait(
                 if idle:
                     query.stop()
                     break
+            elif time.monotonic() >= next_idle_check:
+                next_idle_check = time.monotonic() + IDLE_CHECK_SECONDS
+                with handler.lock:
+                    if between_batches(query, handler):
+                        handler.close_idle()
             query.awaitTermination(0.5)
         query.awaitTermination()
     except StreamingQueryException as exc:
@@ -587,6 +644,10 @@ def between_batches(query: Any, handler: BatchSink) -> bool:
         return True
     progress = query.lastProgress
     return progress is not None and int(progress["batchId"]) >= handler.last_batch
+
+
+#: how often a quiet query looks for windows of idle cameras to close
+IDLE_CHECK_SECONDS = 10.0
 
 
 class StreamFailed(UserError):

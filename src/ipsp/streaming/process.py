@@ -41,6 +41,7 @@ from ipsp.contracts import (
     TrafficStatus,
     TrafficWindow,
     dead_letter_id,
+    event_id,
     truncate_raw,
     window_id,
 )
@@ -207,10 +208,11 @@ def build_result(
     inference_ms: float,
     now: datetime,
 ) -> AnalysisResult:
-    """The ``analysis_results`` document of one frame (``_id`` = record_key)."""
+    """The ``analysis_results`` document of one event (``_id`` = event_id(camera, event time))."""
     msg = record.message
     return AnalysisResult(
-        id=msg.record_key,
+        id=event_id(msg.camera_id, msg.event_time),
+        record_key=msg.record_key,
         camera_id=msg.camera_id,
         frame_index=msg.frame_index,
         event_time=msg.event_time,

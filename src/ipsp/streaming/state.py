@@ -1,26 +1,28 @@
-"""Per-camera window state of one stream query, versioned per micro-batch in the checkpoint.
+"""Windows of the stream query: per-event contributions in the window documents, closing by watermark.
 
-Like Spark's own state store, the state after batch ``N`` is a file
-(``<checkpoint>/ipsp/state/<N>.json``) and batch ``N`` always starts from the
-state of batch ``N-1``. A batch that runs again after a crash (Spark had not
-committed it) therefore starts from exactly the state its first run saw, so it
-cannot count a frame twice; and every window is written with its full values.
+Each ``traffic_windows`` document keeps the contribution of every event it
+counts (``events``: ms after ``window_start`` -> six class counts and the
+density), so a window is rebuilt from its own document, read by ``_id``: no
+range read of ``analysis_results`` on the write path, and folding an event a
+second time (a replayed batch, a resend, a stream replay into the same
+database) replaces its own contribution instead of adding to it.
 
-What the state holds:
+What the query keeps besides the documents is small and versioned per
+micro-batch in the checkpoint (``<checkpoint>/ipsp/state/<N>.json``; batch
+``N`` starts from the state after ``N-1``, so a replayed batch sees what its
+first run saw):
 
-- the *open* windows: for each ``(camera_id, window_start)``, every frame's
-  figures keyed by ``record_key`` (a frame seen again replaces its own
-  contribution, so Kafka duplicates and replays never add up);
-- each camera's max event time, whose watermark (minus ``watermark_seconds``)
-  closes windows: a closed window is final and leaves the state; a *late*
-  frame (its window closed when its batch starts) is stored in
-  ``analysis_results`` but not folded into the closed window.
+- each camera's max event time: its watermark (minus ``watermark_seconds``)
+  closes the camera's windows whose end is at or before it;
+- each camera's last-seen wall time: a camera silent for ``idle_seconds`` has
+  its open windows closed (else a camera that stops would never close them);
+- the open windows this query wrote.
 
-The state makes reading ``analysis_results`` back unnecessary in the normal
-path (FerretDB's SQLite backend answers such queries with a full scan). The
-store is read only to *seed* a window this query has not seen but that already
-has a document (another replay of the same frames wrote it), and to recompute a
-window, outside the state, that a re-timed frame left.
+A *closed* window (``closed: true``) is final. An event that arrives for a
+closed window and is not already among its events is *late*: stored in
+``analysis_results``, counted in the window's ``late_frames`` (its offset in
+``late_events``, so a replay does not count it twice) and in the batch's
+progress, but not in ``frames`` or ``counts``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from datetime import datetime
 from typing import Any
 
 from ipsp.contracts import Counts, TrafficWindow, window_id
-from ipsp.streaming.process import FrameFigures, Watermark, from_ms, summarize_window, to_ms, window_start
+from ipsp.streaming.process import FrameFigures, from_ms, summarize_window
 
 STATE_PREFIX = "ipsp/state/"
 #: state versions kept besides the newest (a replay needs the one before it)
@@ -44,170 +46,218 @@ WindowKey = tuple[str, int]  # (camera_id, window start in epoch ms)
 
 @dataclass(frozen=True)
 class Frame:
-    """One processed frame as the window state needs it."""
+    """One written result as the windows need it: its event, its figures and its Kafka position."""
 
-    record_key: str
+    event_id: str
     camera_id: str
-    event_time: datetime
-    figures: FrameFigures
+    event_ms: int
+    figures: tuple[float, ...]  # the six class counts, then density_percent
+    partition: int = 0
+    offset: int = 0
+
+
+def figures_of(counts: Counts, density_percent: float) -> tuple[float, ...]:
+    """A frame's contribution as stored in a window: the six class counts, then the density."""
+    return (*(float(getattr(counts, c)) for c in COUNT_FIELDS), float(density_percent))
+
+
+def latest_per_event(frames: Iterable[Frame]) -> list[Frame]:
+    """One frame per event: the copy with the highest Kafka (partition, offset), as the results sink keeps."""
+    chosen: dict[str, Frame] = {}
+    for frame in frames:
+        old = chosen.get(frame.event_id)
+        if old is None or (frame.partition, frame.offset) >= (old.partition, old.offset):
+            chosen[frame.event_id] = frame
+    return [chosen[k] for k in sorted(chosen)]
+
+
+def key_of(camera_id: str, event_ms: int, window_seconds: int) -> WindowKey:
+    """The window (camera, start ms) holding an event; windows are aligned to the epoch."""
+    size = window_seconds * 1000
+    return camera_id, event_ms - event_ms % size
+
+
+def group_by_window(frames: Iterable[Frame], window_seconds: int) -> dict[WindowKey, list[Frame]]:
+    """Frames grouped by their window."""
+    groups: dict[WindowKey, list[Frame]] = {}
+    for frame in frames:
+        groups.setdefault(key_of(frame.camera_id, frame.event_ms, window_seconds), []).append(frame)
+    return groups
 
 
 @dataclass
-class BatchChanges:
-    """What applying one batch did to the state."""
+class Window:
+    """One window's contributions, as its document holds them."""
 
-    touched: set[WindowKey] = field(default_factory=set)
-    late: int = 0
-    outside: set[WindowKey] = field(default_factory=set)  # windows not in the state that a frame left
-    closed: int = 0
+    camera_id: str
+    start_ms: int
+    events: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    late: set[int] = field(default_factory=set)
+    closed: bool = False
 
+    @property
+    def id(self) -> str:
+        """The window document's ``_id``."""
+        return window_id(self.camera_id, from_ms(self.start_ms))
 
-@dataclass
-class WindowState:
-    """Open windows (per-record figures) and per-camera max event times."""
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> Window:
+        """The window as its stored document says (a document without ``events`` predates v1.1)."""
+        start: datetime = doc["window_start"]
+        from ipsp.streaming.process import to_ms
 
-    window_seconds: int
-    delay_ms: int
-    max_event_ms: dict[str, int] = field(default_factory=dict)
-    windows: dict[WindowKey, dict[str, FrameFigures]] = field(default_factory=dict)
+        return cls(
+            camera_id=doc["camera_id"],
+            start_ms=to_ms(start),
+            events={k: tuple(float(x) for x in v) for k, v in (doc.get("events") or {}).items()},
+            late={int(x) for x in doc.get("late_events") or []},
+            closed=bool(doc.get("closed", False)),
+        )
 
-    # --- queries ----------------------------------------------------------------------
-
-    def watermark(self) -> Watermark:
-        """The per-camera watermark of this state."""
-        return Watermark(self.delay_ms, dict(self.max_event_ms))
-
-    def key_of(self, camera_id: str, event_time: datetime) -> WindowKey:
-        """The window key holding an event."""
-        return camera_id, to_ms(window_start(event_time, self.window_seconds))
-
-    def is_closed(self, key: WindowKey) -> bool:
-        """Whether a window is closed by its camera's watermark."""
-        return self.watermark().is_closed(key[0], from_ms(key[1]), self.window_seconds)
-
-    def new_windows(self, frames: Iterable[Frame]) -> set[WindowKey]:
-        """Windows of these frames that are open but not yet in the state (candidates for seeding)."""
-        keys = {self.key_of(f.camera_id, f.event_time) for f in frames}
-        return {k for k in keys if k not in self.windows and not self.is_closed(k)}
-
-    # --- updates ------------------------------------------------------------------------
-
-    def seed(self, key: WindowKey, stored: dict[str, FrameFigures]) -> None:
-        """Start a window from the frames the store already holds for it."""
-        self.windows[key] = dict(stored)
-
-    def apply(self, frames: Iterable[Frame], moved_from: Iterable[tuple[str, str, datetime]] = ()) -> BatchChanges:
-        """Fold a batch's frames into the open windows, then advance the watermark and close windows.
-
-        ``moved_from`` lists ``(record_key, camera_id, event_time)`` of stored
-        frames this batch overwrote with another event time: they leave their
-        old window.
-        """
-        frames = list(frames)
-        changes = BatchChanges()
-        where = {rk: key for key, records in self.windows.items() for rk in records}
-        for _record_key, camera_id, event_time in moved_from:
-            left = self.key_of(camera_id, event_time)
-            if left not in self.windows and not self.is_closed(left):
-                changes.outside.add(left)
+    def fold(self, frames: Iterable[Frame]) -> int:
+        """Add (or replace) the frames' contributions; returns how many of them are late."""
+        late = 0
         for frame in frames:
-            key = self.key_of(frame.camera_id, frame.event_time)
-            old = where.get(frame.record_key)
-            if old is not None and old != key:
-                # the frame was counted elsewhere by this query: it moves
-                self.windows[old].pop(frame.record_key, None)
-                changes.touched.add(old)
-            if self.is_closed(key):
-                changes.late += 1
-                continue
-            self.windows.setdefault(key, {})[frame.record_key] = frame.figures
-            where[frame.record_key] = key
-            changes.touched.add(key)
-        for frame in frames:
-            ms = to_ms(frame.event_time)
-            if ms > self.max_event_ms.get(frame.camera_id, ms - 1):
-                self.max_event_ms[frame.camera_id] = ms
-        return changes
-
-    def close_windows(self) -> int:
-        """Drop windows the watermark has closed (their documents are final); returns how many."""
-        closed = [key for key in self.windows if self.is_closed(key)]
-        for key in closed:
-            del self.windows[key]
-        return len(closed)
-
-    def documents(
-        self, keys: Iterable[WindowKey], status_of: Any, now: datetime
-    ) -> tuple[list[TrafficWindow], list[str]]:
-        """Full window documents for ``keys``, and the ids of windows left with no frame."""
-        docs: list[TrafficWindow] = []
-        empty: list[str] = []
-        for key in sorted(keys):
-            camera_id, start_ms = key
-            records = self.windows.get(key, {})
-            start = from_ms(start_ms)
-            if records:
-                frames = [records[rk] for rk in sorted(records)]
-                docs.append(summarize_window(camera_id, start, self.window_seconds, frames, status_of, now))
+            offset = frame.event_ms - self.start_ms
+            key = str(offset)
+            if self.closed and key not in self.events:
+                self.late.add(offset)
+                late += 1
             else:
-                empty.append(window_id(camera_id, start))
-                self.windows.pop(key, None)
-        return docs, empty
+                self.events[key] = frame.figures
+        return late
 
-    # --- serialization -----------------------------------------------------------------------
+    def document(self, window_seconds: int, status_of: Any, now: datetime) -> TrafficWindow | None:
+        """The full window document; None while it holds no event (only late ones or none)."""
+        if not self.events:
+            return None
+        figures = [_figures(self.events[k]) for k in sorted(self.events, key=int)]
+        window = summarize_window(self.camera_id, from_ms(self.start_ms), window_seconds, figures, status_of, now)
+        return window.model_copy(
+            update={
+                "late_frames": len(self.late),
+                "closed": self.closed,
+                "events": {k: list(v) for k, v in sorted(self.events.items(), key=lambda kv: int(kv[0]))},
+                "late_events": sorted(self.late),
+            }
+        )
+
+
+def _figures(values: tuple[float, ...]) -> FrameFigures:
+    counts = Counts.of({c: int(v) for c, v in zip(COUNT_FIELDS, values[:6], strict=True)})
+    return FrameFigures(counts=counts, density_percent=float(values[6]))
+
+
+@dataclass
+class StreamState:
+    """Per-camera watermark and last-seen time, and the open windows of one query."""
+
+    max_event_ms: dict[str, int] = field(default_factory=dict)
+    last_seen_ms: dict[str, int] = field(default_factory=dict)
+    open: set[WindowKey] = field(default_factory=set)
+
+    def advance(self, frames: Iterable[Frame], now_ms: int) -> None:
+        """Move each camera's max event time forward (never back) and mark it seen now."""
+        for frame in frames:
+            if frame.event_ms > self.max_event_ms.get(frame.camera_id, frame.event_ms - 1):
+                self.max_event_ms[frame.camera_id] = frame.event_ms
+            self.last_seen_ms[frame.camera_id] = now_ms
+
+    def to_close(
+        self, candidates: Iterable[WindowKey], window_seconds: int, delay_seconds: int, idle_seconds: float, now_ms: int
+    ) -> set[WindowKey]:
+        """Windows among ``candidates`` that the camera's watermark or its idle timeout closes."""
+        closing = set()
+        for camera_id, start_ms in candidates:
+            seen = self.max_event_ms.get(camera_id)
+            if seen is not None and start_ms + window_seconds * 1000 <= seen - delay_seconds * 1000:
+                closing.add((camera_id, start_ms))
+                continue
+            last = self.last_seen_ms.get(camera_id)
+            if last is not None and now_ms - last >= idle_seconds * 1000:
+                closing.add((camera_id, start_ms))
+        return closing
 
     def to_json(self, batch_id: int) -> bytes:
         """The state after ``batch_id`` as compact JSON."""
-        windows = [
-            {
-                "camera_id": camera_id,
-                "start_ms": start_ms,
-                "frames": {
-                    rk: [*(getattr(f.counts, c) for c in COUNT_FIELDS), f.density_percent] for rk, f in recs.items()
-                },
-            }
-            for (camera_id, start_ms), recs in sorted(self.windows.items())
-        ]
         body = {
             "batch_id": batch_id,
-            "window_seconds": self.window_seconds,
-            "delay_ms": self.delay_ms,
             "max_event_ms": self.max_event_ms,
-            "windows": windows,
+            "last_seen_ms": self.last_seen_ms,
+            "open": sorted([c, s] for c, s in self.open),
         }
         return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, data: bytes, window_seconds: int, delay_ms: int) -> WindowState:
-        """Load a saved state (the window length and delay come from the current settings)."""
+    def from_json(cls, data: bytes) -> StreamState:
+        """Load a saved state (a state of the pre-1.1 layout keeps only its watermark)."""
         body = json.loads(data)
-        if int(body["window_seconds"]) != window_seconds:
-            # windows of another length cannot continue: keep the watermark, restart the windows
-            return cls(window_seconds, delay_ms, {k: int(v) for k, v in body["max_event_ms"].items()})
-        windows: dict[WindowKey, dict[str, FrameFigures]] = {}
-        for w in body["windows"]:
-            records = {}
-            for rk, values in w["frames"].items():
-                counts = Counts.of(dict(zip(COUNT_FIELDS, values[:6], strict=True)))
-                records[rk] = FrameFigures(counts=counts, density_percent=float(values[6]))
-            windows[(w["camera_id"], int(w["start_ms"]))] = records
-        return cls(window_seconds, delay_ms, {k: int(v) for k, v in body["max_event_ms"].items()}, windows)
+        return cls(
+            max_event_ms={k: int(v) for k, v in body.get("max_event_ms", {}).items()},
+            last_seen_ms={k: int(v) for k, v in body.get("last_seen_ms", {}).items()},
+            open={(str(c), int(s)) for c, s in body.get("open", [])},
+        )
 
 
-def figures_list(figures: FrameFigures) -> list[float]:
-    """A frame's figures as a compact list: the six class counts, then the density."""
-    return [*(getattr(figures.counts, c) for c in COUNT_FIELDS), figures.density_percent]
+@dataclass
+class BatchWindows:
+    """What one batch does to the windows: documents to write, windows to mark closed, counts."""
+
+    documents: list[TrafficWindow] = field(default_factory=list)
+    close_ids: list[str] = field(default_factory=list)  # closed windows this batch did not touch
+    late: int = 0
+    closed: int = 0
+    open: int = 0
+
+
+def fold_batch(
+    state: StreamState,
+    stored: dict[str, dict[str, Any]],
+    frames: Iterable[Frame],
+    window_seconds: int,
+    delay_seconds: int,
+    idle_seconds: float,
+    now: datetime,
+    status_of: Any,
+) -> BatchWindows:
+    """Fold a batch's events into their windows and close what the watermark or idle timeout closes.
+
+    ``stored`` holds the window documents (by ``_id``) the batch's events fall
+    in, as read before the batch; ``state`` is the state before the batch and
+    is advanced in place. Events fold before windows close, so a window closed
+    by this very batch still counts the batch's own events.
+    """
+    from ipsp.streaming.process import to_ms
+
+    frames = latest_per_event(frames)
+    out = BatchWindows()
+    touched: dict[WindowKey, Window] = {}
+    for key, members in sorted(group_by_window(frames, window_seconds).items()):
+        doc = stored.get(window_id(key[0], from_ms(key[1])))
+        window = Window.from_document(doc) if doc is not None else Window(key[0], key[1])
+        out.late += window.fold(members)
+        touched[key] = window
+    now_ms = to_ms(now)
+    state.advance(frames, now_ms)
+    candidates = state.open | {k for k, w in touched.items() if not w.closed}
+    closing = state.to_close(candidates, window_seconds, delay_seconds, idle_seconds, now_ms)
+    for key in closing & set(touched):
+        touched[key].closed = True
+    out.documents = [d for w in touched.values() if (d := w.document(window_seconds, status_of, now)) is not None]
+    out.close_ids = [window_id(c, from_ms(ms)) for c, ms in sorted(closing - set(touched))]
+    state.open = candidates - closing
+    out.closed = len(closing)
+    out.open = len(state.open)
+    return out
 
 
 class StateStore:
-    """Versions of the window state in the checkpoint folder (file:// or s3://)."""
+    """Versions of the query state in the checkpoint folder (file:// or s3://)."""
 
-    def __init__(self, checkpoint_uri: str, window_seconds: int, delay_seconds: int, settings: Any) -> None:
+    def __init__(self, checkpoint_uri: str, settings: Any) -> None:
         from ipsp.storage import open_store
 
         self.store = open_store(checkpoint_uri, settings)
-        self.window_seconds = window_seconds
-        self.delay_ms = delay_seconds * 1000
 
     @staticmethod
     def key(batch_id: int) -> str:
@@ -223,23 +273,46 @@ class StateStore:
                 found.append(int(name[:-5]))
         return sorted(found)
 
-    def before(self, batch_id: int) -> WindowState:
+    def before(self, batch_id: int) -> StreamState:
         """The state batch ``batch_id`` starts from: the newest saved before it (empty if none)."""
         from ipsp.storage import ObjectNotFound
 
-        candidates = [batch_id - 1] if batch_id > 0 else []
-        for version in [*candidates, *reversed([v for v in self.versions() if v < batch_id - 1])]:
+        for version in reversed([v for v in self.versions() if v < batch_id]):
             try:
-                data = self.store.get(self.key(version))
+                return StreamState.from_json(self.store.get(self.key(version)))
             except ObjectNotFound:
                 continue
-            return WindowState.from_json(data, self.window_seconds, self.delay_ms)
-        return WindowState(self.window_seconds, self.delay_ms)
+        return StreamState()
 
-    def save(self, batch_id: int, state: WindowState) -> None:
+    def latest(self) -> tuple[int, StreamState] | None:
+        """The newest saved state and its batch id (None before the first batch)."""
+        versions = self.versions()
+        if not versions:
+            return None
+        return versions[-1], StreamState.from_json(self.store.get(self.key(versions[-1])))
+
+    def save(self, batch_id: int, state: StreamState) -> None:
         """Save the state after ``batch_id``; drop versions older than the few a replay may need."""
         self.store.put(self.key(batch_id), state.to_json(batch_id))
         for version in self.versions():
             if version < batch_id - KEEP_VERSIONS or version > batch_id:
                 # newer versions belong to batches that will run again (after a restart from an older commit)
                 self.store.delete(self.key(version))
+
+    def epoch(self) -> str:
+        """The run epoch of this checkpoint: made on first use, kept across restarts, gone with a reset."""
+        from ipsp.storage import ObjectNotFound
+
+        try:
+            return self.store.get(EPOCH_KEY).decode().strip()
+        except ObjectNotFound:
+            import secrets
+
+            from ipsp.contracts import utc_now
+
+            epoch = utc_now().strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+            self.store.put(EPOCH_KEY, epoch.encode())
+            return epoch
+
+
+EPOCH_KEY = "ipsp/epoch"

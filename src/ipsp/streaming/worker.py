@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ipsp.config import Settings
-from ipsp.contracts import AnalysisResult, DeadLetter, Detection, ModelRef, utc_now
+from ipsp.contracts import AnalysisResult, DeadLetter, Detection, ModelRef, dead_letter_id, utc_now
 from ipsp.streaming.process import (
     Record,
     build_result,
@@ -53,13 +53,16 @@ FETCH_CHUNK = 64
 #: columns of the rows a task returns to the driver
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("kind", "string"),  # result | dead | task
+    ("event_id", "string"),
     ("record_key", "string"),
     ("camera_id", "string"),
     ("event_ms", "long"),
     ("counts", "string"),  # JSON list: motorbike, car, bus, truck, bicycle, person
     ("density", "double"),
-    ("prev_camera_id", "string"),
-    ("prev_event_ms", "long"),
+    ("partition", "long"),
+    ("offset", "long"),
+    ("kept", "long"),  # results of the task's writes the store kept (the rest: a later copy was there)
+    ("stale", "long"),  # dead letters of earlier attempts deleted by this task
     ("stage", "string"),
     ("latency_ms", "double"),
     ("read_ms", "double"),
@@ -89,6 +92,8 @@ class JobContext:
     model: ModelRef
     batch_id: int
     retry_seconds: float
+    #: a batch that may have run before (the first of a restarted query): reconcile its dead letters
+    replayed: bool = False
 
 
 @dataclass
@@ -111,20 +116,23 @@ class TaskOutput:
     """Summary rows of one task, filled as its writes complete."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
+    kept: int = 0
+    stale: int = 0
 
-    def result(self, result: AnalysisResult, written_ms: float, previous: tuple[str, Any] | None) -> None:
-        """Record a written frame result (and where the frame was before, if it moved)."""
+    def result(self, result: AnalysisResult, written_ms: float) -> None:
+        """Record a written event result."""
         c = result.counts
         self.rows.append(
             {
                 "kind": "result",
-                "record_key": result.id,
+                "event_id": result.id,
+                "record_key": result.record_key,
                 "camera_id": result.camera_id,
                 "event_ms": to_ms(result.event_time),
                 "counts": json.dumps([c.motorbike, c.car, c.bus, c.truck, c.bicycle, c.person]),
                 "density": result.density_percent,
-                "prev_camera_id": previous[0] if previous else None,
-                "prev_event_ms": to_ms(previous[1]) if previous else None,
+                "partition": result.pipeline.kafka_partition,
+                "offset": result.pipeline.kafka_offset,
                 "latency_ms": written_ms,
             }
         )
@@ -142,6 +150,7 @@ _LOCK = threading.Lock()
 _DETECTORS: dict[tuple[str, int, int], Any] = {}
 _READERS: dict[str, Any] = {}
 _SINKS: dict[tuple[str, str, int], Any] = {}
+_CAMERAS: dict[str, Any] = {}
 
 
 def task_cores(settings: Settings) -> int:
@@ -223,6 +232,30 @@ def get_sink(settings: Settings, retry_seconds: float) -> Any:
         return sink
 
 
+def get_cameras(settings: Settings) -> Any:
+    """The worker's parsed cameras config (parsed once per process, not per task)."""
+    from ipsp.detection import load_cameras_config
+
+    key = str(settings.cameras_config or "")
+    with _LOCK:
+        cameras = _CAMERAS.get(key)
+        if cameras is None:
+            cameras = load_cameras_config(settings.cameras_config)
+            _CAMERAS[key] = cameras
+        return cameras
+
+
+def attempt_number() -> int:
+    """Which attempt of its Spark task this is (0 the first; 0 outside Spark)."""
+    try:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        return int(ctx.attemptNumber()) if ctx is not None else 0
+    except Exception:  # outside Spark (tests, the bench)
+        return 0
+
+
 # --- the task ---------------------------------------------------------------------------
 
 
@@ -234,20 +267,23 @@ class Writer:
     close, failing the task: the batch is then retried or replayed, never skipped.
     """
 
-    def __init__(self, sink: Any, output: TaskOutput, timings: TaskTimings) -> None:
+    def __init__(self, sink: Any, output: TaskOutput, timings: TaskTimings, reconcile: bool = False) -> None:
         self.sink = sink
+        self.reconcile = reconcile
         self.output = output
         self.timings = timings
         self.error: BaseException | None = None
-        self.queue: queue.Queue[tuple[list[AnalysisResult], list[DeadLetter]] | None] = queue.Queue(maxsize=2)
+        self.queue: queue.Queue[tuple[list[AnalysisResult], list[DeadLetter], list[str]] | None] = queue.Queue(
+            maxsize=2
+        )
         self.thread = threading.Thread(target=self._run, name="ipsp-writer", daemon=True)
         self.thread.start()
 
-    def put(self, results: list[AnalysisResult], letters: list[DeadLetter]) -> None:
-        """Queue one batch of documents (blocks while two are pending)."""
+    def put(self, results: list[AnalysisResult], letters: list[DeadLetter], coords: list[str] | None = None) -> None:
+        """Queue one batch of documents (blocks while two are pending); ``coords``: the results' Kafka ids."""
         self._raise()
         if results or letters:
-            self.queue.put((results, letters))
+            self.queue.put((results, letters, coords or []))
 
     def close(self) -> None:
         """Wait for every queued write; raise the writer's error if one happened."""
@@ -271,16 +307,19 @@ class Writer:
             except BaseException as exc:
                 self.error = exc
 
-    def _write(self, results: list[AnalysisResult], letters: list[DeadLetter]) -> None:
+    def _write(self, results: list[AnalysisResult], letters: list[DeadLetter], coords: list[str]) -> None:
         started = time.perf_counter()
-        moved = self.sink.write_results(results)
+        self.output.kept += self.sink.write_results(results)
         self.sink.write_dead_letters(letters)
+        if self.reconcile and coords:
+            # an earlier attempt of this task (or run of this batch) may have dead-lettered these records
+            self.output.stale += self.sink.delete_dead_letters(coords)
         written = utc_now()
         self.timings.write_ms += (time.perf_counter() - started) * 1000
         for result in results:
             # latency runs from the producer's hand-off to the moment the write returned
             latency = result.pipeline.latency_ms + elapsed_ms(result.processed_at, written)
-            self.output.result(result, latency, moved.get(result.id))
+            self.output.result(result, latency)
         for letter in letters:
             self.output.dead(letter)
 
@@ -304,7 +343,7 @@ def run_task(
 
     output = TaskOutput()
     timings = TaskTimings()
-    writer = Writer(sink, output, timings)
+    writer = Writer(sink, output, timings, reconcile=ctx.replayed or attempt_number() > 0)
     class_map = cameras.full_class_map()
     started = time.perf_counter()
     records, letters = split_records(rows, utc_now())
@@ -323,6 +362,7 @@ def run_task(
         started = time.perf_counter()
         now = utc_now()
         results: list[AnalysisResult] = []
+        coords: list[str] = []
         dead: list[DeadLetter] = []
         for (record, _), outcome in zip(batch, outcomes, strict=True):
             msg = record.message
@@ -343,14 +383,16 @@ def run_task(
                     now=now,
                 )
             )
+            coords.append(dead_letter_id(record.kafka))
         timings.build_ms += (time.perf_counter() - started) * 1000
-        writer.put(results, dead)
+        writer.put(results, dead, coords)
 
     try:
         for shard_uri, group in group_by_shard(records).items():
             for part in chunked(group, FETCH_CHUNK):
                 started = time.perf_counter()
-                fetched = reader.get_many(shard_uri, [r.message.lmdb.key for r in part])
+                keys = [r.message.lmdb.key for r in part]
+                fetched = fetch_with_retries(reader, shard_uri, keys, ctx.retry_seconds)
                 timings.fetch_ms += (time.perf_counter() - started) * 1000
                 started = time.perf_counter()
                 bad: list[DeadLetter] = []
@@ -379,6 +421,32 @@ def run_task(
     return output, timings
 
 
+def fetch_with_retries(reader: Any, shard_uri: str, keys: list[str], retry_seconds: float) -> dict[str, Any]:
+    """``reader.get_many`` that waits out an object-store outage (backoff, up to ``retry_seconds``).
+
+    A missing shard or key is the frame's own fault and comes back per key (a
+    dead letter); a store that does not answer is transient: retried here, and
+    past the deadline raised, so the task fails (and is retried by Spark).
+    """
+    from ipsp.errors import ServiceUnavailable
+    from ipsp.storage import IntegrityError, StorageError
+
+    deadline = time.monotonic() + retry_seconds
+    delay = 0.5
+    while True:
+        try:
+            return dict(reader.get_many(shard_uri, keys))
+        except (StorageError, ServiceUnavailable) as exc:
+            if isinstance(exc, IntegrityError):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            log.warning("object store: %s (retrying in %.1fs)", str(exc).splitlines()[0][:200], min(delay, left))
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 8.0)
+
+
 def _letter(stage: Any, reason: str, record: Record, now: Any) -> DeadLetter:
     msg = record.message
     return dead_letter(stage, reason, record.raw, record.kafka, now, msg.record_key, msg.camera_id)
@@ -398,15 +466,19 @@ def partition_function(ctx: JobContext) -> Callable[[Iterator[Any]], Iterator[An
         read_ms = (time.perf_counter() - started) * 1000
         if not rows:
             return
-        from ipsp.detection import load_cameras_config
-
         detector = get_detector(ctx)
         reader = get_reader(ctx.settings)
         sink = get_sink(ctx.settings, ctx.retry_seconds)
-        cameras = load_cameras_config(ctx.settings.cameras_config)
+        cameras = get_cameras(ctx.settings)
         output, timings = run_task(rows, ctx, detector, reader, sink, cameras)
         timings.read_ms = read_ms
-        task_row = {"kind": "task", **timings.__dict__, "task_ms": (time.perf_counter() - started) * 1000}
+        task_row = {
+            "kind": "task",
+            **timings.__dict__,
+            "kept": output.kept,
+            "stale": output.stale,
+            "task_ms": (time.perf_counter() - started) * 1000,
+        }
         names = [name for name, _ in SUMMARY_COLUMNS]
         table = [*output.rows, task_row]
         yield pa.RecordBatch.from_pylist([{n: r.get(n) for n in names} for r in table], schema=arrow_schema())
@@ -427,15 +499,22 @@ def warm_up_function(ctx: JobContext) -> Callable[[Iterator[Any]], Iterator[Any]
 
         for _ in _batches:
             pass
-        from ipsp.detection import load_cameras_config, traffic_summary
+        from ipsp.detection import traffic_summary
 
         detector = get_detector(ctx)
-        # one real inference: ONNX Runtime sizes its buffers on the first run, not at load
-        for det in detector.detect_bytes([blank_jpeg()] * min(ctx.settings.batch_size, 2)):
-            traffic_summary(det, "warm-up", cameras_cfg=load_cameras_config(ctx.settings.cameras_config))
+        cameras = get_cameras(ctx.settings)
+        frames = [blank_jpeg()] * ctx.settings.batch_size
+        # one real inference first: ONNX Runtime sizes its buffers on the first run, not at load
+        for det in detector.detect_bytes(frames[:2]):
+            traffic_summary(det, "warm-up", cameras_cfg=cameras)
+        # then one timed batch: the job sizes its micro-batches in seconds of this work
+        started = time.perf_counter()
+        detector.detect_bytes(frames)
+        frame_s = (time.perf_counter() - started) / len(frames)
         get_reader(ctx.settings)
         get_sink(ctx.settings, ctx.retry_seconds)
-        yield pa.RecordBatch.from_pylist([{"pid": os.getpid()}], schema=pa.schema([pa.field("pid", pa.int64())]))
+        schema = pa.schema([pa.field("pid", pa.int64()), pa.field("frame_s", pa.float64())])
+        yield pa.RecordBatch.from_pylist([{"pid": os.getpid(), "frame_s": frame_s}], schema=schema)
 
     return warm
 

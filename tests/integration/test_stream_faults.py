@@ -1,0 +1,158 @@
+"""The stream job under faults, on the real stack: a killed Python worker; Kafka, MongoDB and S3 restarted.
+
+Each test runs ``ipsp stream`` continuously as a subprocess over a fresh topic
+(the synthetic feed with bad records mixed in, see ``test_stream_pipeline``),
+breaks something mid-stream, waits until every Kafka record is accounted for,
+stops the job with SIGTERM and checks the invariants: every frame exactly once
+with the detector's own counts, every bad record in ``dead_letters`` (and no
+stale dead letter), windows equal to a rebuild from the stored frames, progress
+adding up to every record once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_stream_pipeline import (  # the fixtures are imported so pytest finds them here too
+    REPO,
+    Dataset,
+    Feed,
+    check_all,
+    database,
+    dataset,
+    feed,
+    stream_args,
+)
+
+from ipsp.config import Settings
+
+pytestmark = pytest.mark.slow
+
+__all__ = ["dataset", "feed"]
+
+
+@contextmanager
+def running_stream(feed: Feed, log: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``ipsp stream`` running continuously in small batches; SIGKILLed (whole group) if still up at the end."""
+    args = [sys.executable, "-m", "ipsp.cli",
+            *stream_args(feed, "--max-offsets-per-trigger", "6", "--trigger-seconds", "0", *extra)]  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, cwd=REPO, env=feed.env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=60)
+
+
+def rows_done(db: Any) -> int:
+    return sum(p["rows"] for p in db.pipeline_progress.find({}, {"rows": 1}))
+
+
+def wait_for(what: str, done: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while not done():
+        assert proc.poll() is None, f"the stream exited while waiting for {what}:\n{log.read_text()[-4000:]}"
+        assert time.monotonic() < deadline, f"{what}: not within {limit_s:.0f}s\n{log.read_text()[-4000:]}"
+        time.sleep(0.5)
+
+
+def finish(feed: Feed, db: Any, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until every record is accounted for, then stop the job as a user would (SIGTERM)."""
+    wait_for("every record processed", lambda: rows_done(db) >= feed.total, proc, log, 900)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0, log.read_text()[-4000:]
+
+
+def process_tree(root: int) -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of ``root`` and all its descendants."""
+    procs: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        procs[int(entry.name)] = (int(stat[stat.rindex(")") + 2 :].split()[1]), cmd)
+    tree, frontier = {}, {root}
+    while frontier:
+        children = {pid for pid, (ppid, _) in procs.items() if ppid in frontier and pid not in tree}
+        tree.update({pid: procs[pid] for pid in frontier if pid in procs})
+        frontier = children
+    return tree
+
+
+def python_workers(root: int) -> list[int]:
+    """Spark's forked Python workers under ``root`` (children of a ``pyspark.daemon``)."""
+    tree = process_tree(root)
+    daemons = {pid for pid, (_, cmd) in tree.items() if "pyspark.daemon" in cmd}
+    return sorted(pid for pid, (ppid, _) in tree.items() if ppid in daemons)
+
+
+def test_a_killed_python_worker_is_retried_nothing_lost_or_doubled(
+    stack_settings: Settings, dataset: Dataset, feed: Feed
+) -> None:
+    db = database(stack_settings, feed.db)
+    log = Path(stack_settings.home) / "test-work" / f"{feed.topic}-worker.log"
+    with running_stream(feed, log) as proc:
+        wait_for("a first batch", lambda: rows_done(db) > 0, proc, log, 600)
+        # a task is running when a result is written that no progress document accounts for yet
+        wait_for("a batch in flight", lambda: db.analysis_results.count_documents({}) > rows_done(db), proc, log, 300)
+        workers = python_workers(proc.pid)
+        assert workers, "no forked Python worker found"
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)  # every busy worker, mid-task
+        killed_at = rows_done(db)
+        assert killed_at < feed.total, "the kill did not land mid-stream"
+        finish(feed, db, proc, log)
+    text = log.read_text()
+    assert "Lost task" in text or "exited unexpectedly" in text or "Python worker" in text, text[-4000:]
+    check_all(stack_settings, feed, dataset)
+
+
+def restart(settings: Settings, service: str, between: Callable[[], None] = lambda: None) -> None:
+    """Stop one service of the local stack, wait a little, start it again (the stack's own code)."""
+    from ipsp.localstack import procs, stack
+    from ipsp.localstack.layout import StackLayout
+
+    layout = StackLayout.from_settings(settings)
+    assert procs.stop(layout.pid_file(service)) is not None, f"{service} was not running"
+    between()
+    time.sleep(5)
+    stack.up(settings)
+
+
+def test_kafka_then_mongodb_then_s3_restarted_mid_stream(
+    stack_settings: Settings, dataset: Dataset, feed: Feed
+) -> None:
+    db = database(stack_settings, feed.db)
+    log = Path(stack_settings.home) / "test-work" / f"{feed.topic}-faults.log"
+    cache = Path(stack_settings.home) / "shard-cache"
+    shutil.rmtree(cache, ignore_errors=True)  # cold: frames come from the S3 server
+    with running_stream(feed, log) as proc:
+        for service in ("kafka", "ferretdb", "s3proxy"):
+            seen = rows_done(db)
+            wait_for(f"progress before the {service} restart", lambda s=seen: rows_done(db) > s, proc, log, 600)  # type: ignore[misc]
+            assert rows_done(db) < feed.total, f"the stream finished before the {service} restart"
+            # with the S3 server down, the cached shards go too: the next fetches must wait for it
+            restart(
+                stack_settings,
+                service,
+                (lambda: shutil.rmtree(cache, ignore_errors=True)) if service == "s3proxy" else (lambda: None),
+            )
+        finish(feed, db, proc, log)
+    check_all(stack_settings, feed, dataset)
