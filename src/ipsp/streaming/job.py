@@ -269,7 +269,7 @@ class BatchSink:
         self.sink.write_progress(progress)
         from ipsp.streaming.serving_sink import write_serving  # serving documents (issue 11): after windows+progress
 
-        write_serving(self.sink, self.settings.window_seconds, windows, empty, progress, stages)
+        write_serving(self.sink, self.settings.window_seconds, windows, [], progress, stages)  # v1.1: no window empties
         self.previous_start = started
         self._account(progress, stages, changes.late)
         if self.report.keep_latencies:
