@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": last["detector"]["one_process_all_cores"]["model"],
         "rounds": rounds,
         "half_load": half,
-        "arguments": {k: str(v) for k, v in vars(args).items()},
+        "arguments": {k: str(v) for k, v in vars(args).items() if k != "out"},  # no machine path in results
         "machine": {
             "cpus": os.cpu_count(),
             "pinned_cpus": cpus,
