@@ -260,7 +260,7 @@ def test_every_job_is_a_suspended_template(rendered: dict[str, list[Manifest]], 
     kinds = {r["kind"] for r in rendered[overlay]}
     assert "Job" not in kinds
     cronjobs = {r["metadata"]["name"]: r["spec"] for r in rendered[overlay] if r["kind"] == "CronJob"}
-    assert SCHEDULED <= set(cronjobs)
+    assert set(cronjobs) >= SCHEDULED
     for name, spec in cronjobs.items():
         assert spec.get("suspend", False) is (name not in SCHEDULED), name
 
