@@ -4,7 +4,7 @@
 without Spark: frames (generated detections, as the serving benchmark is allowed)
 go through the job's own :class:`~ipsp.streaming.sinks.MongoSink` (results,
 windows, dead letters, progress), its window state
-(:class:`~ipsp.streaming.state.WindowState`) and its serving writer
+(:func:`~ipsp.streaming.state.fold_batch`) and its serving writer
 (:mod:`ipsp.streaming.serving_sink`). No second implementation of windows or
 statuses: the API, dashboard and report tests read what that code wrote.
 
@@ -44,14 +44,15 @@ from ipsp.contracts import (
     ModelRef,
     PipelineInfo,
     PipelineProgress,
-    utc_now,
+    event_id,
+    window_id,
 )
 from ipsp.serving import queries
 from ipsp.streaming.maintenance import status_function
-from ipsp.streaming.process import FrameFigures, latency_stats
+from ipsp.streaming.process import from_ms, latency_stats, to_ms
 from ipsp.streaming.serving_sink import write_serving
 from ipsp.streaming.sinks import MongoSink, connect
-from ipsp.streaming.state import Frame, WindowState
+from ipsp.streaming.state import Frame, StreamState, figures_of, fold_batch, group_by_window, latest_per_event
 
 DEFAULT_START = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
 FRAME_SIZE = (1280, 720)
@@ -146,7 +147,7 @@ def write_through_sink(
     """
     status_of = status_function(settings.cameras_config)
     window_seconds = settings.window_seconds
-    state = WindowState(window_seconds, settings.watermark_seconds * 1000)
+    state = StreamState()
     model = ModelRef(name="centernet", version="1", sha256=hashlib.sha256(b"centernet-sample").hexdigest())
     replay_id = f"replay-{start:%Y%m%dT%H%M%S}"
     offset = 0
@@ -166,7 +167,8 @@ def write_through_sink(
             counts = Counts.of(per_class)
             latency = 150.0 + (offset % 97)
             results.append(AnalysisResult(
-                id=key, camera_id=camera, frame_index=frame_index, event_time=event_time, replay_id=replay_id,
+                id=event_id(camera, event_time), record_key=key, camera_id=camera, frame_index=frame_index,
+                event_time=event_time, replay_id=replay_id,
                 counts=counts, density_percent=density,
                 traffic_status=status_of(camera, density, counts.total),  # type: ignore[arg-type]
                 detections=dets, model=model,
@@ -185,13 +187,21 @@ def write_through_sink(
                 offset += 1
         sink.write_results(results)
         sink.write_dead_letters(letters)
-        changes = state.apply(
-            Frame(r.id, r.camera_id, r.event_time, FrameFigures(counts=r.counts, density_percent=r.density_percent))
+        # the driver's window step (BatchSink.update_windows), on the feed's clock
+        written = [
+            Frame(r.id, r.camera_id, to_ms(r.event_time), figures_of(r.counts, r.density_percent), 0,
+                  r.pipeline.kafka_offset)
             for r in results
-        )
-        windows, empty = state.documents(changes.touched, status_of, utc_now())
-        sink.write_windows(windows, empty)
-        state.close_windows()
+        ]  # fmt: skip
+        keys = group_by_window(latest_per_event(written), window_seconds)
+        stored = sink.read_windows(sorted(window_id(c, from_ms(ms)) for c, ms in keys))
+        out = fold_batch(
+            state, stored, written, window_seconds, settings.watermark_seconds, settings.window_idle_seconds,
+            started, status_of,
+        )  # fmt: skip
+        sink.write_windows(out.documents)
+        sink.close_windows(out.close_ids, started)
+        windows = out.documents
         seconds = max(time.perf_counter() - wall, 1e-3)
         finished = started + timedelta(seconds=seconds)
         doc = PipelineProgress(
@@ -204,7 +214,7 @@ def write_through_sink(
             started_at=started, finished_at=finished,
         )  # fmt: skip
         sink.write_progress(doc)
-        write_serving(sink, window_seconds, windows, empty, doc, Counter(letter.stage for letter in letters))
+        write_serving(sink, window_seconds, windows, [], doc, Counter(letter.stage for letter in letters))
         batch_id += 1
         batch = []
 

@@ -19,7 +19,7 @@ from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.database import Database
 
 from ipsp.config import Settings
-from ipsp.contracts import DEAD_LETTER_STAGES, OTHER_CLASSES, VEHICLE_CLASSES
+from ipsp.contracts import DEAD_LETTER_STAGES, OTHER_CLASSES, VEHICLE_CLASSES, event_id
 from ipsp.serving.models import (
     BatchRow,
     CameraClassMix,
@@ -152,8 +152,8 @@ def frames_page(
 
 
 def page_key(row: FrameRow) -> str:
-    """The ``after`` value that continues past ``row``: ``<epoch ms>,<_id>``."""
-    return f"{int(row.time.timestamp() * 1000)},{row.record_key}"
+    """The ``after`` value that continues past ``row``: ``<epoch ms>,<_id>`` (``_id`` is the event's, v1.1)."""
+    return f"{int(row.time.timestamp() * 1000)},{event_id(row.camera_id, row.time)}"
 
 
 def parse_page_key(value: str) -> tuple[datetime, str]:
