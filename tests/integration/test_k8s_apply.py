@@ -23,8 +23,10 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -583,7 +585,8 @@ def test_rotation_reaches_the_setup_jobs_and_leaves_root_alone(kube: Kube, tree:
 
 def test_stack_k8s_env_points_kubectl_at_the_running_server(kube: Kube, tmp_path: Path) -> None:
     """``eval "$(ipsp stack k8s env)"`` then plain ``kubectl`` reaches this API server."""
-    script = 'eval "$(ipsp stack k8s env)" && echo "KUBECONFIG=$KUBECONFIG" && kubectl version -o json'
+    ipsp = shlex.quote(str(Path(sys.executable).with_name("ipsp")))  # the venv's command, on PATH or not
+    script = f'eval "$({ipsp} stack k8s env)" && echo "KUBECONFIG=$KUBECONFIG" && kubectl version -o json'
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     first, _, rest = result.stdout.partition("\n")
