@@ -176,3 +176,15 @@ def test_sniff_and_fit_parsing() -> None:
 def test_unknown_reason_is_a_programming_error() -> None:
     with pytest.raises(ValueError):
         InvalidInput("because")
+
+
+@pytest.mark.parametrize("pillow_limit", [Image.MAX_IMAGE_PIXELS, None])
+def test_bomb_reason_does_not_depend_on_pillows_global_limit(monkeypatch: pytest.MonkeyPatch, pillow_limit) -> None:
+    # a Spark worker may or may not have imported code that changed Pillow's process-wide limit
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow_limit)
+    with pytest.raises(InvalidInput) as info:
+        check_image(jpeg_with_size(JPEG, 60000, 60000))
+    assert (info.value.reason, str(info.value)) == (
+        "too_large",
+        "too_large: 60000x60000 exceeds the limits (side 16384, 50000000 pixels)",
+    )

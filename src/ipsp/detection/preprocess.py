@@ -26,9 +26,6 @@ PAD_VALUE = 114
 JPEG_SOI = b"\xff\xd8"
 JPEG_EOI = b"\xff\xd9"
 
-# PIL refuses huge images with its own warning/error; our own limit applies instead.
-Image.MAX_IMAGE_PIXELS = None
-
 
 @dataclass(frozen=True)
 class Transform:
@@ -74,6 +71,19 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
         if marker == 0xDA:  # scan data before any frame header
             return None
         i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of a JPEG or PNG read from its header alone (``None`` for other data).
+
+    The packer's validation uses it to word a bomb the same way whatever Pillow's
+    process-wide limit is (nothing in this package changes that limit).
+    """
+    if data[:2] == JPEG_SOI:
+        return jpeg_size(data)
+    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     return None
 
 

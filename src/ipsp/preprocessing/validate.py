@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from ipsp.contracts import RECORD_KEY_PATTERN
+from ipsp.detection.preprocess import header_size
 
 #: every reason an input file can be rejected for, in the order the checks run
 REASONS: dict[str, str] = {
@@ -175,6 +176,10 @@ def check_image(data: bytes, checks: Checks | None = None, sha256: str | None = 
         try:
             image = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as exc:
+            # the same reason and detail whether or not Pillow's process-wide limit is on
+            size = header_size(data)
+            if size is not None:
+                _check_size(*size, checks)
             raise InvalidInput("too_large", str(exc)) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise InvalidInput("corrupt", f"header does not parse: {_short(exc)}") from None
