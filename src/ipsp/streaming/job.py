@@ -50,7 +50,6 @@ from ipsp.config import Settings
 from ipsp.contracts import Counts, ModelRef, PipelineProgress, utc_now, window_id
 from ipsp.errors import UserError
 from ipsp.streaming.process import elapsed_ms, from_ms, latency_stats, to_ms
-from ipsp.streaming.serving_sink import write_serving
 from ipsp.streaming.sinks import DEFAULT_RETRY_SECONDS, MongoSink, SinkUnavailable, connect
 from ipsp.streaming.state import (
     COUNT_FIELDS,
@@ -268,7 +267,9 @@ class BatchSink:
             finished_at=finished,
         )
         self.sink.write_progress(progress)
-        write_serving(self.sink, self.settings.window_seconds, windows, progress, stages)
+        from ipsp.streaming.serving_sink import write_serving  # serving documents (issue 11): after windows+progress
+
+        write_serving(self.sink, self.settings.window_seconds, windows, [], progress, stages)  # v1.1: no window empties
         self.previous_start = started
         self._account(progress, stages, changes.late)
         if self.report.keep_latencies:

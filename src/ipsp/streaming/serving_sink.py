@@ -1,7 +1,7 @@
 """The stream job's writer of the serving documents (contracts v1.1, see ``ipsp.rollups``).
 
 Called once per micro-batch, after the batch's windows and progress are stored:
-the camera-hour documents of the windows the batch wrote, the
+the camera-hour documents of the windows the batch wrote (or emptied), the
 camera-day and camera documents above them, the pipeline-hour entry of the
 batch and the serving state. Each document is read, changed where the batch
 touched it, and written back whole under its ``_id``: a batch that runs again
@@ -82,20 +82,22 @@ class ServingWriter:
     def write_batch(
         self,
         windows: Sequence[Mapping[str, Any]],
+        emptied: Sequence[str],
         progress: Mapping[str, Any] | None,
         dead_by_stage: Mapping[str, int],
         now: datetime | None = None,
     ) -> dict[str, int]:
-        """Fold one batch's window documents and progress into the serving documents.
+        """Fold one batch's window documents, emptied window ids and progress into the serving documents.
 
         ``windows`` are ``traffic_windows`` documents (``to_document()``),
         ``progress`` the batch's ``pipeline_progress`` document. Returns how many
         documents of each collection were written.
         """
         now = now or utc_now()
-        # v1.1 windows are never emptied (an event cannot move to another window)
+        gone = [rollups.parse_window_id(window_id) for window_id in emptied]
         hour_ids = {rollups.camera_hour_id(w["camera_id"], w["window_start"]) for w in windows}
-        hours = rollups.fold_hours(self._get(rollups.CAMERA_HOURS, hour_ids), windows, [], self.window_seconds, now)
+        hour_ids |= {rollups.camera_hour_id(camera, start) for camera, start in gone}
+        hours = rollups.fold_hours(self._get(rollups.CAMERA_HOURS, hour_ids), windows, gone, self.window_seconds, now)
         day_ids = {rollups.camera_day_id(h["camera_id"], h["hour_start"]) for h in hours.values()}
         days = rollups.fold_days(self._get(rollups.CAMERA_DAYS, day_ids), hours.values(), now)
         camera_ids = {h["camera_id"] for h in hours.values()}
@@ -137,6 +139,7 @@ def write_serving(
     sink: DocumentStore,
     window_seconds: int,
     windows: Sequence[Any],
+    emptied: Sequence[str],
     progress: Any,
     dead_by_stage: Mapping[str, int],
 ) -> dict[str, int]:
@@ -145,4 +148,4 @@ def write_serving(
     if writer is None or writer.window_seconds != window_seconds:
         writer = ServingWriter(sink, window_seconds)
         sink.serving_writer = writer  # type: ignore[attr-defined]
-    return writer.write_batch([w.to_document() for w in windows], progress.to_document(), dead_by_stage)
+    return writer.write_batch([w.to_document() for w in windows], emptied, progress.to_document(), dead_by_stage)
