@@ -99,6 +99,17 @@ def test_mongo_unique_index_rejects_a_duplicate(mongo_db: Any) -> None:
     assert mongo_db.windows.count_documents({}) == 1
 
 
+def test_mongo_id_lookups_use_the_id_index(mongo_db: Any) -> None:
+    # FerretDB is built with a fix (ipsp.localstack.fetch.FERRETDB_FIXES): without it SQLite scans the table
+    mongo_db.results.insert_many([{"_id": f"cam_04|{i:05d}", "total": i} for i in range(50)])
+
+    plan = mongo_db.command("explain", {"find": "results", "filter": {"_id": "cam_04|00042"}})["queryPlanner"]
+    mongo_db.results.replace_one({"_id": "cam_04|00042"}, {"total": -1})
+
+    assert any("USING INDEX" in step for step in plan["Plan"]), plan
+    assert mongo_db.results.find_one({"_id": "cam_04|00042"}) == {"_id": "cam_04|00042", "total": -1}
+
+
 def test_mongo_upsert_replaces_instead_of_duplicating(mongo_db: Any) -> None:
     key = {"_id": "cam_03_00001"}
     first = mongo_db.results.update_one(key, {"$set": {"total": 1}}, upsert=True)

@@ -14,7 +14,15 @@ import pytest
 from ipsp.config import Settings
 from ipsp.errors import UserError
 from ipsp.localstack import procs, render
-from ipsp.localstack.fetch import artifact_name, drop_jars, parse_go_version, parse_java_major, require_tool
+from ipsp.localstack.fetch import (
+    FERRETDB_FIXES,
+    apply_fixes,
+    artifact_name,
+    drop_jars,
+    parse_go_version,
+    parse_java_major,
+    require_tool,
+)
 from ipsp.localstack.layout import StackLayout, infra_dir
 from ipsp.localstack.ports import port_in_use, require_free
 from ipsp.localstack.stack import StackStatus
@@ -253,3 +261,25 @@ def test_a_garbled_pid_file_counts_as_not_running(tmp_path: Path) -> None:
 
     assert procs.read_pid_file(pid_file) is None
     assert procs.stop(pid_file) is None
+
+
+def test_a_source_fix_replaces_its_line_once(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.go").write_text('const X = "old"\nconst Y = 1\n')
+
+    apply_fixes(tmp_path, [("pkg/a.go", 'X = "old"', 'X = "new"')])
+
+    assert (tmp_path / "pkg" / "a.go").read_text() == 'const X = "new"\nconst Y = 1\n'
+
+
+def test_a_source_fix_whose_text_is_gone_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "a.go").write_text('const X = "other"\n')
+
+    with pytest.raises(UserError, match=r"a\.go"):
+        apply_fixes(tmp_path, [("a.go", 'X = "old"', 'X = "new"')])
+
+
+def test_the_ferretdb_fix_spells_the_id_path_as_its_index_does() -> None:
+    (relative, old, new), *_ = FERRETDB_FIXES
+    assert relative.endswith("sqlite/metadata/metadata.go")
+    assert "'$._id'" in old and "'_id'" in new
