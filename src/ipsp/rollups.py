@@ -52,6 +52,9 @@ STATE_ID = "state"
 SERVING_COLLECTIONS: tuple[str, ...] = (CAMERA_HOURS, CAMERA_DAYS, CAMERAS, PIPELINE_HOURS, STATE)
 
 CLASS_NAMES: tuple[str, ...] = (*VEHICLE_CLASSES, *OTHER_CLASSES)
+#: dead letters listed in a batch entry, newest first (its counts stay exact): the "latest dead
+#: letters" panel reads them from the pipeline hours instead of range-scanning ``dead_letters``
+LETTERS_PER_BATCH = 20
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
@@ -127,6 +130,17 @@ class CameraServing(Contract):
     schema_version: Literal["1.1"] = SERVING_VERSION
 
 
+class LetterFigures(Contract):
+    """One dead letter as a batch entry lists it (the ``dead_letters`` document less its raw value)."""
+
+    id: str = Field(description="the dead letter's _id: <topic>:<partition>:<offset>")
+    time: UtcDatetime = Field(description="its created_at")
+    stage: str
+    reason: str
+    record_key: str | None = None
+    camera_id: str | None = None
+
+
 class BatchFigures(Contract):
     """One micro-batch inside a pipeline-hour document (key: its progress ``_id``)."""
 
@@ -141,6 +155,9 @@ class BatchFigures(Contract):
     latency: LatencyStats | None = None
     started_at: UtcDatetime
     finished_at: UtcDatetime
+    latest_dead_letters: list[LetterFigures] = Field(
+        default_factory=list, description=f"the batch's newest {LETTERS_PER_BATCH} dead letters, newest first"
+    )
 
 
 class PipelineHour(Contract):
@@ -441,8 +458,27 @@ def fold_cameras(
     return {key: doc for key, doc in out.items() if doc["latest"] is not None}
 
 
-def batch_figures(progress: Mapping[str, Any], dead_by_stage: Mapping[str, int]) -> dict[str, Any]:
-    """The entry a ``pipeline_progress`` document becomes inside its pipeline-hour."""
+def letter_figures(letter: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry a ``dead_letters`` document becomes inside its batch's figures."""
+    return {
+        "id": str(letter["_id"]),
+        "time": letter["created_at"],
+        "stage": letter["stage"],
+        "reason": letter["reason"],
+        "record_key": letter.get("record_key"),
+        "camera_id": letter.get("camera_id"),
+    }
+
+
+def batch_figures(
+    progress: Mapping[str, Any], dead_by_stage: Mapping[str, int], letters: Iterable[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """The entry a ``pipeline_progress`` document becomes inside its pipeline-hour.
+
+    ``letters`` are the batch's ``dead_letters`` documents; the newest
+    :data:`LETTERS_PER_BATCH` are listed.
+    """
+    listed = sorted((letter_figures(letter) for letter in letters), key=lambda e: (e["time"], e["id"]), reverse=True)
     return {
         "query": progress["query"],
         "batch_id": int(progress["batch_id"]),
@@ -455,6 +491,7 @@ def batch_figures(progress: Mapping[str, Any], dead_by_stage: Mapping[str, int])
         "latency": dict(progress["latency"]) if progress.get("latency") else None,
         "started_at": progress["started_at"],
         "finished_at": progress["finished_at"],
+        "latest_dead_letters": listed[:LETTERS_PER_BATCH],
     }
 
 
@@ -559,4 +596,19 @@ def batches_of_hours(hours: Iterable[Mapping[str, Any]], start: datetime, end: d
         if start <= _utc(figures["finished_at"]) < end
     ]
     rows.sort(key=lambda row: (row["finished_at"], row["batch_id"]))
+    return rows
+
+
+def letters_of_batches(
+    batches: Iterable[Mapping[str, Any]], start: datetime, end: datetime, stages: Iterable[str] = ()
+) -> list[dict[str, Any]]:
+    """Dead letters the batch entries list, created in ``[start, end)`` (of ``stages`` if given), newest first."""
+    wanted = set(stages)
+    rows = [
+        dict(letter)
+        for batch in batches
+        for letter in batch.get("latest_dead_letters", ())
+        if start <= _utc(letter["time"]) < end and (not wanted or letter["stage"] in wanted)
+    ]
+    rows.sort(key=lambda row: (row["time"], row["id"]), reverse=True)
     return rows

@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -214,7 +213,7 @@ def write_through_sink(
             started_at=started, finished_at=finished,
         )  # fmt: skip
         sink.write_progress(doc)
-        write_serving(sink, window_seconds, windows, [], doc, Counter(letter.stage for letter in letters))
+        write_serving(sink, window_seconds, windows, doc, [letter.to_document() for letter in letters])
         batch_id += 1
         batch = []
 

@@ -114,11 +114,35 @@ def test_health_and_stages_from_batch_entries() -> None:
     assert batch.duration_ms == 2000.0 and batch.latency_p95_ms == 2.0
 
 
-def test_dead_letter_row() -> None:
-    letter = DeadLetter(id="t:0:5", stage="parse", reason="bad", raw="x", created_at=T0,
-                        kafka=KafkaCoordinates(topic="traffic-metadata", partition=0, offset=5))  # fmt: skip
-    row = queries.dead_letter_row(letter.to_document())
-    assert (row.topic, row.offset, row.id) == ("traffic-metadata", 5, "t:0:5")
+def test_latest_dead_letters_are_the_newest_each_batch_lists() -> None:
+    def letter(offset: int, stage: str) -> dict:
+        coords = KafkaCoordinates(topic="traffic-metadata", partition=1, offset=offset)
+        moment = T0 + timedelta(seconds=offset)
+        doc = DeadLetter(id=f"traffic-metadata:1:{offset}", stage=stage, reason=f"bad {offset}", raw="x",
+                         created_at=moment, kafka=coords)  # fmt: skip
+        return doc.to_document()
+
+    many = [letter(i, "parse" if i % 2 else "fetch") for i in range(30)]
+    first = rollups.batch_figures(_progress(1, T0 + timedelta(minutes=1)), {"parse": 15, "fetch": 15}, many)
+    second = rollups.batch_figures(_progress(2, T0 + timedelta(minutes=2)), {}, [letter(40, "sink")])
+    batches = [{**first, "_id": "q:1"}, {**second, "_id": "q:2"}]
+    span = TimeRange(T0, T0 + timedelta(hours=1))
+
+    assert len(batches[0]["latest_dead_letters"]) == rollups.LETTERS_PER_BATCH  # the newest 20 of 30 listed
+    rows = queries.latest_dead_letters(batches, span, 4)
+    assert [(r.offset, r.stage) for r in rows] == [(40, "sink"), (29, "parse"), (28, "fetch"), (27, "parse")]
+    assert (rows[0].topic, rows[0].partition, rows[0].id, rows[0].reason) == (
+        "traffic-metadata",
+        1,
+        "traffic-metadata:1:40",
+        "bad 40",
+    )
+    parse_only = queries.latest_dead_letters(batches, span, 100, ["parse"])
+    assert [r.offset for r in parse_only] == [29, 27, 25, 23, 21, 19, 17, 15, 13, 11]
+    assert (
+        queries.latest_dead_letters(batches, TimeRange(T0 + timedelta(seconds=35), T0 + timedelta(hours=1)), 9)
+        == rows[:1]
+    )
 
 
 def test_page_keys_round_trip_and_reject_garbage() -> None:

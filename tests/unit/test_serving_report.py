@@ -50,9 +50,12 @@ def data() -> ReportData:
     span = TimeRange(T0, T0 + timedelta(minutes=8))
     bucket = pick_bucket(span)
     rows = rollups.windows_of_hours(hours.values(), span.start, span.end)
-    batches = [{**rollups.batch_figures(_progress(i), {"parse": 1}), "_id": f"q:{i}"} for i in range(4)]
-    letter = DeadLetter(id="t:0:5", stage="parse", reason="bad", raw="x", created_at=T0,
+    letter = DeadLetter(id="traffic-metadata:0:5", stage="parse", reason="bad", raw="x", created_at=T0,
                         kafka=KafkaCoordinates(topic="traffic-metadata", partition=0, offset=5))  # fmt: skip
+    batches = [
+        {**rollups.batch_figures(_progress(i), {"parse": 1}, [letter.to_document()] if i == 0 else []), "_id": f"q:{i}"}
+        for i in range(4)
+    ]
     return ReportData(
         span=span,
         bucket=bucket,
@@ -63,7 +66,7 @@ def data() -> ReportData:
         health=queries.health_of(batches),
         batches=[queries.batch_row(doc) for doc in batches],
         stages=queries.stages_of(batches),
-        dead_letters=[queries.dead_letter_row(letter.to_document())],
+        dead_letters=queries.latest_dead_letters(batches, span, 20),
         frames=sum(w.frames for w in [queries.window_row(doc) for doc in rows]),
         cameras=cameras,
     )

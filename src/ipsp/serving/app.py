@@ -399,13 +399,15 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         limit: int = Query(100, ge=1, le=queries.MAX_LIST_ROWS, description="Latest dead letters to return."),
         stage: list[str] = Query([], description="Only these stages (repeated or comma-separated)."),
     ) -> Any:
-        """The latest dead letters created in the range, newest first (dead_letters is kept small by retention)."""
+        """The latest dead letters created in the range, newest first (up to 20 listed per micro-batch)."""
         span = _rounded(_range(from_, to), minute)
         stages = _stages(stage)
         return _send(
             reader.cached(
                 ("dead-letters", span.start, span.end, limit, tuple(sorted(stages))),
-                lambda: _json(queries.dead_letters(state.db, span, limit, stages), list[DeadLetterRow]),
+                lambda: _json(
+                    queries.latest_dead_letters(reader.batch_rows(span), span, limit, stages), list[DeadLetterRow]
+                ),
             )
         )
 

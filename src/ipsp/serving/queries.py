@@ -18,6 +18,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.database import Database
 
+from ipsp import rollups
 from ipsp.config import Settings
 from ipsp.contracts import DEAD_LETTER_STAGES, OTHER_CLASSES, VEHICLE_CLASSES, event_id
 from ipsp.serving.models import (
@@ -363,36 +364,41 @@ def health_from(
 # --- dead letters --------------------------------------------------------------------
 
 
-def dead_letters(
-    db: Database[dict[str, Any]], span: TimeRange, limit: int, stages: list[str] | None = None
+def latest_dead_letters(
+    batches: list[dict[str, Any]], span: TimeRange, limit: int, stages: list[str] | None = None
 ) -> list[DeadLetterRow]:
-    """The latest dead letters created in the range, newest first (raw values left out)."""
-    query: dict[str, Any] = _in_range("created_at", span)
-    if stages:
-        query["stage"] = {"$in": stages}
-    cursor = (
-        db[DEAD_LETTERS]
-        .find(query, projection={"raw": 0})
-        .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
-        .limit(limit)
-    )
-    return [dead_letter_row(doc) for doc in cursor]
+    """The latest dead letters created in the range, newest first, as the batch entries list them.
+
+    Each batch entry lists its newest ``rollups.LETTERS_PER_BATCH`` dead letters (its
+    counts stay exact), so this reads the pipeline hours, never ``dead_letters``.
+    """
+    letters = rollups.letters_of_batches(batches, span.start, span.end, stages or ())
+    return [dead_letter_row(letter) for letter in letters[:limit]]
 
 
-def dead_letter_row(doc: Mapping[str, Any]) -> DeadLetterRow:
-    """Flatten a ``dead_letters`` document into a response row."""
-    kafka = doc.get("kafka") or {}
+def dead_letter_row(letter: Mapping[str, Any]) -> DeadLetterRow:
+    """A listed dead letter as a response row (Kafka coordinates from its ``<topic>:<partition>:<offset>`` id)."""
+    topic, partition, offset = _coordinates(str(letter["id"]))
     return DeadLetterRow(
-        time=doc["created_at"],
-        id=str(doc["_id"]),
-        stage=doc["stage"],
-        reason=doc["reason"],
-        record_key=doc.get("record_key"),
-        camera_id=doc.get("camera_id"),
-        topic=kafka.get("topic", ""),
-        partition=int(kafka.get("partition", 0)),
-        offset=int(kafka.get("offset", 0)),
+        time=letter["time"],
+        id=str(letter["id"]),
+        stage=letter["stage"],
+        reason=letter["reason"],
+        record_key=letter.get("record_key"),
+        camera_id=letter.get("camera_id"),
+        topic=topic,
+        partition=partition,
+        offset=offset,
     )
+
+
+def _coordinates(letter_id: str) -> tuple[str, int, int]:
+    topic, _, rest = letter_id.partition(":")
+    partition, _, offset = rest.partition(":")
+    try:
+        return topic, int(partition), int(offset)
+    except ValueError:
+        return letter_id, 0, 0
 
 
 # --- summary -------------------------------------------------------------------------

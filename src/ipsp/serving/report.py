@@ -151,7 +151,7 @@ def collect(
             health=queries.health_of(batches),
             batches=[queries.batch_row(doc) for doc in batches[-queries.MAX_LIST_ROWS :]],
             stages=queries.stages_of(batches),
-            dead_letters=queries.dead_letters(db, pipeline, 20),
+            dead_letters=queries.latest_dead_letters(batches, pipeline, 20),
             frames=sum(sum(int(d["frames"]) for d in known[name]["days"].values()) for name in names),
             cameras=names,
         )

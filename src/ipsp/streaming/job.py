@@ -50,6 +50,7 @@ from ipsp.config import Settings
 from ipsp.contracts import Counts, ModelRef, PipelineProgress, utc_now, window_id
 from ipsp.errors import UserError
 from ipsp.streaming.process import elapsed_ms, from_ms, latency_stats, to_ms
+from ipsp.streaming.serving_sink import write_serving
 from ipsp.streaming.sinks import DEFAULT_RETRY_SECONDS, MongoSink, SinkUnavailable, connect
 from ipsp.streaming.state import (
     COUNT_FIELDS,
@@ -267,9 +268,7 @@ class BatchSink:
             finished_at=finished,
         )
         self.sink.write_progress(progress)
-        from ipsp.streaming.serving_sink import write_serving  # serving documents (issue 11): after windows+progress
-
-        write_serving(self.sink, self.settings.window_seconds, windows, [], progress, stages)  # v1.1: no window empties
+        write_serving(self.sink, self.settings.window_seconds, windows, progress, [letter_of(r) for r in dead])
         self.previous_start = started
         self._account(progress, stages, changes.late)
         if self.report.keep_latencies:
@@ -377,6 +376,18 @@ def frame_of(row: dict[str, Any]) -> Frame:
         partition=int(row["partition"]),
         offset=int(row["offset"]),
     )
+
+
+def letter_of(row: dict[str, Any]) -> dict[str, Any]:
+    """A task's dead-letter summary row as the ``dead_letters`` document it stands for (less its raw value)."""
+    return {
+        "_id": row["letter_id"],
+        "created_at": from_ms(row["created_ms"]),
+        "stage": row["stage"],
+        "reason": row["reason"],
+        "record_key": row["record_key"],
+        "camera_id": row["camera_id"],
+    }
 
 
 def _sum(rows: list[dict[str, Any]], key: str) -> float:

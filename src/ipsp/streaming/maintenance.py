@@ -73,15 +73,19 @@ def window_documents(db: Any, window_seconds: int, status_of: StatusOf, now: dat
 def pipeline_documents(db: Any, now: datetime) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
     """Pipeline-hour documents from the progress documents and dead letters, and the latest progress."""
     progress = sorted(db[PROGRESS].find({}, {"durations_ms": 0}), key=lambda p: (p["finished_at"], p["_id"]))
-    stages: dict[str, Counter[str]] = {str(p["_id"]): Counter() for p in progress}
-    for letter in db[DEAD_LETTERS].find({}, {"created_at": 1, "stage": 1}):
+    letters: dict[str, list[dict[str, Any]]] = {str(p["_id"]): [] for p in progress}
+    for letter in db[DEAD_LETTERS].find({}, {"raw": 0, "kafka": 0}):
         owner = next(
             (p for p in progress if p["started_at"] <= letter["created_at"] <= p["finished_at"]),
             None,
         )
         if owner is not None:
-            stages[str(owner["_id"])][letter["stage"]] += 1
-    entries = [(str(p["_id"]), rollups.batch_figures(p, stages[str(p["_id"])])) for p in progress]
+            letters[str(owner["_id"])].append(letter)
+    entries = [
+        (key, rollups.batch_figures(p, Counter(str(d["stage"]) for d in letters[key]), letters[key]))
+        for p in progress
+        for key in [str(p["_id"])]
+    ]
     hours: dict[str, dict[str, Any]] = {}
     for progress_id, figures in entries:
         hours.update(rollups.fold_pipeline(hours, [(progress_id, figures)], now))

@@ -1,7 +1,7 @@
 """The stream job's writer of the serving documents (contracts v1.1, see ``ipsp.rollups``).
 
 Called once per micro-batch, after the batch's windows and progress are stored:
-the camera-hour documents of the windows the batch wrote (or emptied), the
+the camera-hour documents of the windows the batch wrote, the
 camera-day and camera documents above them, the pipeline-hour entry of the
 batch and the serving state. Each document is read, changed where the batch
 touched it, and written back whole under its ``_id``: a batch that runs again
@@ -15,6 +15,7 @@ database's serving documents (like its windows).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -82,22 +83,20 @@ class ServingWriter:
     def write_batch(
         self,
         windows: Sequence[Mapping[str, Any]],
-        emptied: Sequence[str],
         progress: Mapping[str, Any] | None,
-        dead_by_stage: Mapping[str, int],
+        letters: Sequence[Mapping[str, Any]] = (),
         now: datetime | None = None,
     ) -> dict[str, int]:
-        """Fold one batch's window documents, emptied window ids and progress into the serving documents.
+        """Fold one batch's window documents, progress and dead letters into the serving documents.
 
         ``windows`` are ``traffic_windows`` documents (``to_document()``),
-        ``progress`` the batch's ``pipeline_progress`` document. Returns how many
-        documents of each collection were written.
+        ``progress`` the batch's ``pipeline_progress`` document, ``letters`` its
+        ``dead_letters`` documents (counted per stage, the newest listed). Returns
+        how many documents of each collection were written.
         """
         now = now or utc_now()
-        gone = [rollups.parse_window_id(window_id) for window_id in emptied]
         hour_ids = {rollups.camera_hour_id(w["camera_id"], w["window_start"]) for w in windows}
-        hour_ids |= {rollups.camera_hour_id(camera, start) for camera, start in gone}
-        hours = rollups.fold_hours(self._get(rollups.CAMERA_HOURS, hour_ids), windows, gone, self.window_seconds, now)
+        hours = rollups.fold_hours(self._get(rollups.CAMERA_HOURS, hour_ids), windows, [], self.window_seconds, now)
         day_ids = {rollups.camera_day_id(h["camera_id"], h["hour_start"]) for h in hours.values()}
         days = rollups.fold_days(self._get(rollups.CAMERA_DAYS, day_ids), hours.values(), now)
         camera_ids = {h["camera_id"] for h in hours.values()}
@@ -107,7 +106,7 @@ class ServingWriter:
         self._put(rollups.CAMERA_DAYS, days)
         self._put(rollups.CAMERAS, cameras)
         if progress is not None:
-            figures = rollups.batch_figures(progress, dead_by_stage)
+            figures = rollups.batch_figures(progress, Counter(str(letter["stage"]) for letter in letters), letters)
             # the hour before too: a replayed batch may finish an hour after its first run
             finished = figures["finished_at"]
             near = {rollups.hour_key(finished), rollups.hour_key(finished - rollups.HOUR)}
@@ -139,13 +138,15 @@ def write_serving(
     sink: DocumentStore,
     window_seconds: int,
     windows: Sequence[Any],
-    emptied: Sequence[str],
     progress: Any,
-    dead_by_stage: Mapping[str, int],
+    letters: Sequence[Mapping[str, Any]],
 ) -> dict[str, int]:
-    """The stream job's one call per batch: the writer kept on its Mongo ``sink``, fed contract models."""
+    """The stream job's one call per batch: the writer kept on its Mongo ``sink``, fed contract models.
+
+    ``letters``: the batch's dead letters as ``dead_letters`` documents (the raw value may be left out).
+    """
     writer = getattr(sink, "serving_writer", None)
     if writer is None or writer.window_seconds != window_seconds:
         writer = ServingWriter(sink, window_seconds)
         sink.serving_writer = writer  # type: ignore[attr-defined]
-    return writer.write_batch([w.to_document() for w in windows], emptied, progress.to_document(), dead_by_stage)
+    return writer.write_batch([w.to_document() for w in windows], progress.to_document(), letters)

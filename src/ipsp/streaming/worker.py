@@ -64,6 +64,9 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("kept", "long"),  # results of the task's writes the store kept (the rest: a later copy was there)
     ("stale", "long"),  # dead letters of earlier attempts deleted by this task
     ("stage", "string"),
+    ("letter_id", "string"),  # dead rows: the dead letter's _id, reason and creation time (serving lists them)
+    ("reason", "string"),
+    ("created_ms", "long"),
     ("latency_ms", "double"),
     ("read_ms", "double"),
     ("parse_ms", "double"),
@@ -140,7 +143,15 @@ class TaskOutput:
     def dead(self, letter: DeadLetter) -> None:
         """Record a written dead letter."""
         self.rows.append(
-            {"kind": "dead", "record_key": letter.record_key, "camera_id": letter.camera_id, "stage": letter.stage}
+            {
+                "kind": "dead",
+                "record_key": letter.record_key,
+                "camera_id": letter.camera_id,
+                "stage": letter.stage,
+                "letter_id": letter.id,
+                "reason": letter.reason,
+                "created_ms": to_ms(letter.created_at),
+            }
         )
 
 
