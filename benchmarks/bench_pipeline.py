@@ -54,7 +54,9 @@ from ipsp.streaming.process import latency_stats
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "pipeline.json"
 EVENT_START = "2026-01-01T08:00:00Z"
-STEPS = ("read", "parse", "fetch", "check", "preprocess", "infer", "postprocess", "build", "write")
+STEPS = ("read", "parse", "fetch", "check", "preprocess", "wait", "infer", "postprocess", "build", "write")
+#: steps on a task's own thread; fetch/check/preprocess run on its prefetch thread, write on its writer thread
+SERIAL = ("read", "parse", "wait", "infer", "postprocess", "build")
 
 
 def ipsp(*args: str) -> str:
@@ -195,10 +197,12 @@ def breakdown(progress: list[PipelineProgress]) -> dict[str, Any]:
     frames = sum(p.results for p in progress) or 1
     task_total = sum(p.durations_ms.get("tasks", 0.0) for p in progress) or 1.0
     steps = {s: sum(p.durations_ms.get(s, 0.0) for p in progress) for s in STEPS}
-    # the write runs on its own thread, overlapping inference: it is not part of the task's serial time
-    serial = {s: v for s, v in steps.items() if s != "write"}
+    # input (fetch, check, preprocess) and writes run on their own threads, overlapping inference: the task's
+    # serial time holds only what inference waited for them ("wait")
+    serial = {s: steps[s] for s in SERIAL}
     shares = {s: round(100 * v / task_total, 1) for s, v in serial.items()}
     shares["other (worker overhead)"] = round(100 * (1 - sum(serial.values()) / task_total), 1)
+    made = steps["fetch"] + steps["check"] + steps["preprocess"]
     ordered = sorted(progress, key=lambda p: p.batch_id)
     gaps = [(b.started_at - a.finished_at).total_seconds() * 1000 for a, b in itertools.pairwise(ordered)]
     wall = {k: statistics.fmean(p.durations_ms[k] for p in progress) for k in ("job", "windows", "total")}
@@ -207,6 +211,8 @@ def breakdown(progress: list[PipelineProgress]) -> dict[str, Any]:
         "rows_per_batch": round(statistics.fmean(p.rows for p in progress), 1),
         "task_ms_per_frame": {s: round(v / frames, 3) for s, v in steps.items()},
         "task_share_percent": shares,
+        # share of the input work (fetch + check + preprocess) that ran while inference ran, not before it
+        "input_hidden_percent": round(100 * (1 - steps["wait"] / made), 1) if made else None,
         "wall_ms_per_batch": {k: round(v, 1) for k, v in wall.items()},
         "gap_between_batches_ms_mean": round(statistics.fmean(gaps), 1) if gaps else 0.0,
         "first_batch_ms": round(ordered[0].durations_ms["total"], 1),

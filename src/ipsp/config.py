@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     score_threshold: float = Field(0.3, ge=0.0, le=1.0, description="Minimum detection score.")
     batch_size: int = Field(8, ge=1, le=256, description="Frames per inference batch.")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads (0: the task's cores).")
+    prefetch_batches: int = Field(
+        2, ge=0, le=16, description="Batches a stream task fetches and decodes ahead of inference (0: no overlap)."
+    )
     cameras_config: Path | None = Field(None, description="YAML with per-camera ROI and thresholds.")
     models_dir: Path | None = Field(
         None, description="Folder of shipped model files (default: the checkout's 4_model_training/models)."

@@ -3,6 +3,11 @@
 One detector is built per process (the streaming job keeps one per Python worker)
 and then fed batches of encoded frames. A frame that cannot be decoded fails alone:
 its slot in the result list holds a ``FrameError`` and the rest of the batch runs.
+
+The two halves can also run apart: :meth:`Detector.prepare_bytes` decodes one batch
+into the model's input tensor (a :class:`PreparedBatch`, safe to build on another
+thread), :meth:`Detector.detect_prepared` infers and postprocesses it.
+``detect_bytes`` is exactly these two calls per batch.
 """
 
 from __future__ import annotations
@@ -34,6 +39,22 @@ class Backend(Protocol):
 
     def postprocess(self, raw: Any, conf: float, iou: float, max_det: int) -> list[Boxes]:
         """Decode raw output to per-image boxes, scores and classes in input pixels."""
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """One batch of frames decoded and laid out as the model's input, ready to infer.
+
+    ``failed`` holds the slots whose frame could not be used; ``tensor`` holds the
+    other frames in slot order (``None`` when none decoded), ``transforms`` map their
+    boxes back to the original frames, ``pre_ms`` is what building it cost.
+    """
+
+    size: int
+    failed: dict[int, FrameError]
+    transforms: list[Transform]
+    tensor: np.ndarray | None
+    pre_ms: float
 
 
 @dataclass(frozen=True)
@@ -111,9 +132,48 @@ class Detector:
         for start in range(0, len(frames), self.batch_size):
             chunk = frames[start : start + self.batch_size]
             names = labels[start : start + self.batch_size] if labels is not None else None
-            results.extend(self._detect_chunk(chunk, start, names, timings))
-        self.last_timings = timings
-        self.total_timings.add(timings)
+            results.extend(self._infer(self.prepare_bytes(chunk, names, start), timings))
+        self._record(timings)
+        return results
+
+    def prepare_bytes(
+        self, frames: Sequence[bytes], labels: Sequence[str] | None = None, offset: int = 0
+    ) -> PreparedBatch:
+        """Decode and preprocess one batch (at most ``batch_size`` frames) into the model's input.
+
+        A frame that cannot be used keeps its slot as a ``FrameError`` (numbered from
+        ``offset``, named by ``labels``). Reads only the model spec, so it may run on
+        another thread while :meth:`detect_prepared` infers the previous batch.
+        """
+        if len(frames) > self.batch_size:
+            raise ValueError(f"prepare_bytes takes one batch: {len(frames)} frames > batch_size {self.batch_size}")
+        t0 = time.perf_counter()
+        failed: dict[int, FrameError] = {}
+        images: list[np.ndarray] = []
+        transforms: list[Transform] = []
+        for i, data in enumerate(frames):
+            label = labels[i] if labels is not None else None
+            try:
+                image, width, height = decode(
+                    bytes(data), offset + i, self.spec.input_size, self.spec.resize, self.max_pixels, label
+                )
+                prepared, transform = prepare(image, self.spec, width, height)
+            except FrameError as exc:
+                failed[i] = exc
+                continue
+            images.append(prepared)
+            transforms.append(transform)
+        tensor = to_input(images, self.spec) if images else None
+        return PreparedBatch(len(frames), failed, transforms, tensor, (time.perf_counter() - t0) * 1000)
+
+    def detect_prepared(self, prepared: PreparedBatch) -> list[DetectResult]:
+        """Infer and postprocess a batch from :meth:`prepare_bytes`: one result per slot, in order.
+
+        ``last_timings`` holds this batch's steps (its ``pre_ms`` is the preparation's cost).
+        """
+        timings = StepTimings()
+        results = self._infer(prepared, timings)
+        self._record(timings)
         return results
 
     def detect_images(self, images: Sequence[np.ndarray]) -> list[Detections]:
@@ -124,11 +184,15 @@ class Detector:
             chunk = images[start : start + self.batch_size]
             t0 = time.perf_counter()
             prepared = [prepare(img, self.spec, img.shape[1], img.shape[0]) for img in chunk]
-            t1 = time.perf_counter()
-            results.extend(self._run([p[0] for p in prepared], [p[1] for p in prepared], timings, t1 - t0))
+            tensor = to_input([p[0] for p in prepared], self.spec) if prepared else None
+            batch = PreparedBatch(len(chunk), {}, [p[1] for p in prepared], tensor, (time.perf_counter() - t0) * 1000)
+            results.extend(r for r in self._infer(batch, timings) if isinstance(r, Detections))
+        self._record(timings)
+        return results
+
+    def _record(self, timings: StepTimings) -> None:
         self.last_timings = timings
         self.total_timings.add(timings)
-        return results
 
     def detect_files(self, paths: Iterable[Path], batch_size: int | None = None) -> Iterator[tuple[Path, DetectResult]]:
         """Read and detect files in batches; yields ``(path, result)`` in input order."""
@@ -155,54 +219,27 @@ class Detector:
         for i, (path, result) in enumerate(zip(paths, results, strict=True)):
             yield path, unreadable.get(i, result)
 
-    def _detect_chunk(
-        self, frames: Sequence[bytes], offset: int, labels: Sequence[str] | None, timings: StepTimings
-    ) -> list[DetectResult]:
-        t0 = time.perf_counter()
-        slots: list[DetectResult | None] = [None] * len(frames)
-        images: list[np.ndarray] = []
-        transforms: list[Transform] = []
-        where: list[int] = []
-        for i, data in enumerate(frames):
-            label = labels[i] if labels is not None else None
-            try:
-                image, width, height = decode(
-                    bytes(data), offset + i, self.spec.input_size, self.spec.resize, self.max_pixels, label
-                )
-                prepared, transform = prepare(image, self.spec, width, height)
-            except FrameError as exc:
-                slots[i] = exc
-                continue
-            images.append(prepared)
-            transforms.append(transform)
-            where.append(i)
-        pre_s = time.perf_counter() - t0
-        if images:
-            for i, det in zip(where, self._run(images, transforms, timings, pre_s), strict=True):
-                slots[i] = det
-        else:
-            timings.pre_ms += pre_s * 1000
-        timings.frames += len(frames) - len(images)  # failed frames count, they cost decode time
-        return [s for s in slots if s is not None]
-
-    def _run(
-        self, images: list[np.ndarray], transforms: list[Transform], timings: StepTimings, pre_s: float
-    ) -> list[Detections]:
-        t0 = time.perf_counter()
-        batch = to_input(images, self.spec)
+    def _infer(self, prepared: PreparedBatch, timings: StepTimings) -> list[DetectResult]:
+        timings.pre_ms += prepared.pre_ms
+        timings.frames += prepared.size  # failed frames count, they cost decode time
+        if prepared.tensor is None:
+            return [prepared.failed[i] for i in range(prepared.size)]
         t1 = time.perf_counter()
-        raw = self.backend.infer(batch)
+        raw = self.backend.infer(prepared.tensor)
         t2 = time.perf_counter()
         decoded = self.backend.postprocess(raw, self.score_threshold, self.iou_threshold, self.max_det)
-        out = []
-        for (boxes, scores, classes), tf in zip(decoded, transforms, strict=True):
-            out.append(
+        found = iter(
+            [
                 Detections.from_arrays(tf.to_original(boxes), scores, classes, self.spec.names, (tf.width, tf.height))
-            )
+                for (boxes, scores, classes), tf in zip(decoded, prepared.transforms, strict=True)
+            ]
+        )
+        slots: list[DetectResult] = []
+        for i in range(prepared.size):
+            failure = prepared.failed.get(i)
+            slots.append(failure if failure is not None else next(found))
         t3 = time.perf_counter()
-        timings.pre_ms += (pre_s + t1 - t0) * 1000
         timings.infer_ms += (t2 - t1) * 1000
         timings.post_ms += (t3 - t2) * 1000
-        timings.frames += len(images)
         timings.batches += 1
-        return out
+        return slots

@@ -241,6 +241,7 @@ class BatchSink:
             "fetch": _sum(tasks, "fetch_ms"),
             "check": _sum(tasks, "check_ms"),
             "preprocess": _sum(tasks, "pre_ms"),
+            "wait": _sum(tasks, "wait_ms"),  # inference waiting for input (fetch/check/preprocess run ahead)
             "infer": _sum(tasks, "infer_ms"),
             "postprocess": _sum(tasks, "post_ms"),
             "build": _sum(tasks, "build_ms"),

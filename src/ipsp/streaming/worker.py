@@ -7,8 +7,10 @@ records of one task it:
 2. groups the valid records by LMDB shard and reads each shard's frames in one
    read transaction through the process's :class:`ShardReader` (whole shards
    cached on local disk, LRU);
-3. checks each frame's size and sha256 against the message, then runs the
-   detector on batches of ``batch_size`` frames (batches fill across shards);
+3. checks each frame's size and sha256 against the message and decodes
+   batches of ``batch_size`` frames (batches fill across shards) into the
+   model's input: steps 2-3 run on a prefetch thread, up to
+   ``prefetch_batches`` batches ahead, while the current batch infers;
 4. writes results and dead letters to MongoDB (by ``_id``) from a writer
    thread, so the next inference batch runs while the previous one is written;
 5. yields one small summary row per record (and one timing row per task) for
@@ -73,6 +75,7 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("fetch_ms", "double"),
     ("check_ms", "double"),
     ("pre_ms", "double"),
+    ("wait_ms", "double"),  # inference waiting for its next batch (fetch + check + pre not hidden by prefetch)
     ("infer_ms", "double"),
     ("post_ms", "double"),
     ("build_ms", "double"),
@@ -108,6 +111,8 @@ class TaskTimings:
     fetch_ms: float = 0.0
     check_ms: float = 0.0
     pre_ms: float = 0.0
+    #: time inference waited for its next batch; fetch, check and pre run on the prefetch thread
+    wait_ms: float = 0.0
     infer_ms: float = 0.0
     post_ms: float = 0.0
     build_ms: float = 0.0
@@ -339,6 +344,73 @@ def _detections(det: Any, class_map: dict[str, str]) -> list[Detection]:
     return [Detection.model_validate(r) for r in det.to_records(class_map)]
 
 
+@dataclass
+class Ready:
+    """What the prefetch stage hands to inference: dead letters found so far, then one prepared batch.
+
+    ``prepared`` is ``None`` only for the last item of a task whose trailing frames were all dead letters.
+    """
+
+    letters: list[DeadLetter]
+    records: list[Record]
+    prepared: Any  # ipsp.detection.detector.PreparedBatch | None
+
+
+def prepare_batches(
+    records: list[Record],
+    ctx: JobContext,
+    detector: Any,
+    reader: Any,
+    timings: TaskTimings,
+    stop: threading.Event | None = None,
+) -> Iterator[Ready]:
+    """Fetch each shard's frames, check them and decode full batches, in record order (the prefetch stage).
+
+    A missing frame (``ShardError``) or one whose bytes do not match the message
+    becomes a dead letter; a storage outage is raised (the task fails and is retried).
+    """
+    from ipsp.preprocessing.shards import ShardError
+
+    size = ctx.settings.batch_size
+    pending: list[tuple[Record, bytes]] = []
+    letters: list[DeadLetter] = []
+
+    def ready(batch: list[tuple[Record, bytes]]) -> Ready:
+        nonlocal letters
+        prepared = detector.prepare_bytes([data for _, data in batch], [r.message.record_key for r, _ in batch])
+        item, letters = Ready(letters, [r for r, _ in batch], prepared), []
+        return item
+
+    for shard_uri, group in group_by_shard(records).items():
+        for part in chunked(group, FETCH_CHUNK):
+            started = time.perf_counter()
+            keys = [r.message.lmdb.key for r in part]
+            fetched = fetch_with_retries(reader, shard_uri, keys, ctx.retry_seconds, stop)
+            timings.fetch_ms += (time.perf_counter() - started) * 1000
+            started = time.perf_counter()
+            now = utc_now()
+            for record in part:
+                data = fetched.get(record.message.lmdb.key)
+                if isinstance(data, ShardError) or data is None:
+                    letters.append(_letter("fetch", str(data or "frame not returned by the reader"), record, now))
+                    continue
+                if isinstance(data, Exception):
+                    raise data  # a storage outage: transient, fail the task so it is retried
+                reason = check_bytes(record.message, data)
+                if reason is not None:
+                    letters.append(_letter("decode", reason, record, now))
+                    continue
+                pending.append((record, data))
+            timings.check_ms += (time.perf_counter() - started) * 1000
+            while len(pending) >= size:
+                batch, pending = pending[:size], pending[size:]
+                yield ready(batch)
+    if pending:
+        yield ready(pending)
+    if letters:
+        yield Ready(letters, [], None)
+
+
 def run_task(
     rows: Sequence[tuple[bytes | None, str, int, int]],
     ctx: JobContext,
@@ -350,7 +422,7 @@ def run_task(
     """Process one task's Kafka rows end to end; returns its summary rows and timings."""
     from ipsp.detection import traffic_summary
     from ipsp.detection.errors import FrameError
-    from ipsp.preprocessing.shards import ShardError
+    from ipsp.streaming.prefetch import Prefetcher
 
     output = TaskOutput()
     timings = TaskTimings()
@@ -361,21 +433,19 @@ def run_task(
     timings.parse_ms += (time.perf_counter() - started) * 1000
     writer.put([], letters)
 
-    pending: list[tuple[Record, bytes]] = []
-
-    def infer(batch: list[tuple[Record, bytes]]) -> None:
-        outcomes = detector.detect_bytes([data for _, data in batch], [r.message.record_key for r, _ in batch])
+    def infer(item: Ready) -> None:
+        outcomes = detector.detect_prepared(item.prepared)
         step = detector.last_timings
         timings.pre_ms += step.pre_ms
         timings.infer_ms += step.infer_ms
         timings.post_ms += step.post_ms
-        per_frame = step.infer_ms / max(len(batch), 1)
+        per_frame = step.infer_ms / max(len(item.records), 1)
         started = time.perf_counter()
         now = utc_now()
         results: list[AnalysisResult] = []
         coords: list[str] = []
-        dead: list[DeadLetter] = []
-        for (record, _), outcome in zip(batch, outcomes, strict=True):
+        dead: list[DeadLetter] = list(item.letters)
+        for record, outcome in zip(item.records, outcomes, strict=True):
             msg = record.message
             if isinstance(outcome, FrameError):
                 dead.append(_letter("decode", f"frame does not decode: {outcome}", record, now))
@@ -398,46 +468,33 @@ def run_task(
         timings.build_ms += (time.perf_counter() - started) * 1000
         writer.put(results, dead, coords)
 
+    prefetch: Prefetcher[Ready] = Prefetcher(
+        lambda stop: prepare_batches(records, ctx, detector, reader, timings, stop), ctx.settings.prefetch_batches
+    )
     try:
-        for shard_uri, group in group_by_shard(records).items():
-            for part in chunked(group, FETCH_CHUNK):
-                started = time.perf_counter()
-                keys = [r.message.lmdb.key for r in part]
-                fetched = fetch_with_retries(reader, shard_uri, keys, ctx.retry_seconds)
-                timings.fetch_ms += (time.perf_counter() - started) * 1000
-                started = time.perf_counter()
-                bad: list[DeadLetter] = []
-                now = utc_now()
-                for record in part:
-                    data = fetched.get(record.message.lmdb.key)
-                    if isinstance(data, ShardError) or data is None:
-                        bad.append(_letter("fetch", str(data or "frame not returned by the reader"), record, now))
-                        continue
-                    if isinstance(data, Exception):
-                        raise data  # a storage outage: transient, fail the task so it is retried
-                    reason = check_bytes(record.message, data)
-                    if reason is not None:
-                        bad.append(_letter("decode", reason, record, now))
-                        continue
-                    pending.append((record, data))
-                timings.check_ms += (time.perf_counter() - started) * 1000
-                writer.put([], bad)
-                while len(pending) >= ctx.settings.batch_size:
-                    batch, pending[:] = pending[: ctx.settings.batch_size], pending[ctx.settings.batch_size :]
-                    infer(batch)
-        if pending:
-            infer(list(pending))
+        for item in prefetch:
+            if item.prepared is None:
+                writer.put([], item.letters)
+            else:
+                infer(item)
     finally:
-        writer.close()
+        try:
+            prefetch.close()  # stops and joins the prefetch thread, whatever happened
+        finally:
+            timings.wait_ms = prefetch.wait_ms
+            writer.close()
     return output, timings
 
 
-def fetch_with_retries(reader: Any, shard_uri: str, keys: list[str], retry_seconds: float) -> dict[str, Any]:
+def fetch_with_retries(
+    reader: Any, shard_uri: str, keys: list[str], retry_seconds: float, stop: threading.Event | None = None
+) -> dict[str, Any]:
     """``reader.get_many`` that waits out an object-store outage (backoff, up to ``retry_seconds``).
 
     A missing shard or key is the frame's own fault and comes back per key (a
     dead letter); a store that does not answer is transient: retried here, and
     past the deadline raised, so the task fails (and is retried by Spark).
+    ``stop`` (the prefetch stage's) ends the waiting early: the task is already failing.
     """
     from ipsp.errors import ServiceUnavailable
     from ipsp.storage import IntegrityError, StorageError
@@ -454,7 +511,11 @@ def fetch_with_retries(reader: Any, shard_uri: str, keys: list[str], retry_secon
             if left <= 0:
                 raise
             log.warning("object store: %s (retrying in %.1fs)", str(exc).splitlines()[0][:200], min(delay, left))
-            time.sleep(min(delay, left))
+            pause = min(delay, left)
+            if stop is None:
+                time.sleep(pause)
+            elif stop.wait(pause):
+                raise
             delay = min(delay * 2, 8.0)
 
 
