@@ -131,6 +131,9 @@ class Settings(BaseSettings):
         le=300.0,
         description="API: how long a read of the serving state is trusted (new batches show after it).",
     )
+    api_warm_hours: int = Field(
+        6, ge=0, le=168, description="API: hours of serving documents read into its cache at start (0: none)."
+    )
 
     # retention (`ipsp prune`; 0 keeps forever); serving rollups are kept, with their totals
     retention_frames_days: float = Field(7.0, ge=0.0, description="Keep analysis_results this many days.")

@@ -37,6 +37,25 @@ def test_heat_cells_weight_density_by_frames() -> None:
     assert cells[0].density_max == 50.0 and cells[0].frames == 4
 
 
+def test_merge_windows_sums_counts_and_weights_density_per_camera_bucket() -> None:
+    def row(camera: str, minute: int, frames: int, cars: int, mean: float, status: str) -> dict:
+        return {"camera_id": camera, "window_start": T0 + timedelta(minutes=minute), "frames": frames,
+                "counts": rollups.counts_dict({"car": cars}), "density_mean": mean, "density_max": mean,
+                "traffic_status": status}  # fmt: skip
+
+    rows = [row("a", 0, 1, 2, 10.0, "Free"), row("a", 4, 3, 9, 30.0, "Congested"), row("a", 5, 2, 1, 1.0, "Free"),
+            row("b", 1, 2, 4, 5.0, "Free"), row("a", 3, 2, 2, 20.0, "Congested")]  # fmt: skip
+    merged = queries.merge_windows(rows, timedelta(minutes=5))
+
+    assert [(m["window_start"], m["camera_id"]) for m in merged] == [
+        (T0, "a"), (T0, "b"), (T0 + timedelta(minutes=5), "a")
+    ]  # fmt: skip
+    first = queries.window_row(merged[0])
+    assert (first.frames, first.car, first.vehicles_per_frame) == (6, 13, round(13 / 6, 3))
+    assert first.density_mean == round((10 * 1 + 30 * 3 + 20 * 2) / 6, 4) and first.density_max == 30.0
+    assert first.traffic_status == "Congested" and first.window_end == T0 + timedelta(minutes=5)
+
+
 def test_check_buckets_bounds_the_cell_count() -> None:
     span = TimeRange(T0, T0 + timedelta(days=2))
     assert queries.check_buckets(span, timedelta(hours=1)) == 48
@@ -268,4 +287,25 @@ def test_the_next_batch_forgets_only_the_hours_it_wrote() -> None:
     reader.state()
     reader.documents(rollups.CAMERA_HOURS, ids)
     assert store.lookups[(rollups.CAMERA_HOURS, ids[0])] == 2
+    reader.close()
+
+
+def test_warm_reads_the_latest_hours_once() -> None:
+    class Cameras(Store):
+        def find(self, query: dict) -> list[dict]:
+            return list(self.docs.get(self.current, {}).values())
+
+    state = {**_state(3, ["2026-01-05T07"]), "last_hour": T0}
+    store = Cameras({rollups.STATE: {"state": state}, rollups.CAMERAS: {"a": {"_id": "a"}, "b": {"_id": "b"}}})
+    reader = ServingReader(store, state_ttl_s=60.0)  # type: ignore[arg-type]
+
+    reader.warm(2)
+    hours = ["a|2026-01-05T06", "a|2026-01-05T07", "b|2026-01-05T06", "b|2026-01-05T07"]
+    assert sorted(key for collection, key in store.lookups if collection == rollups.CAMERA_HOURS) == hours
+    assert sorted(key for collection, key in store.lookups if collection == rollups.PIPELINE_HOURS) == [
+        "2026-01-05T06",
+        "2026-01-05T07",
+    ]
+    reader.documents(rollups.CAMERA_HOURS, hours)  # the first dashboard load finds them cached
+    assert max(store.lookups.values()) == 1
     reader.close()

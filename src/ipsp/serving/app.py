@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter
 from pymongo import MongoClient
 from pymongo.database import Database
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from ipsp import __version__
 from ipsp.config import Settings, get_settings
@@ -88,6 +90,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.api_warm_hours:
+            threading.Thread(target=_warm, args=(state.reader, settings.api_warm_hours), daemon=True).start()
         yield
         state.reader.close()
         if owns_client:
@@ -200,6 +204,17 @@ def _range(from_: str | None, to: str | None) -> TimeRange:
     return parse_range(from_, to)
 
 
+def _warm(reader: ServingReader, hours: int) -> None:
+    """Read the latest hours' serving documents into the cache, so the first dashboard load finds them there."""
+    started = time.perf_counter()
+    try:
+        read = reader.warm(hours)
+    except PyMongoError as exc:  # the first request will say what is wrong; starting must not fail on it
+        log.warning("cache warm-up skipped: %s", exc)
+        return
+    log.info("cache warm-up: %d serving documents in %.2f s", read, time.perf_counter() - started)
+
+
 def _rounded(span: TimeRange, bucket: timedelta) -> TimeRange:
     return round_range(span, rounding_for(span, bucket))
 
@@ -297,17 +312,27 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         from_: str | None = Query(None, alias="from", description=FROM_HELP),
         to: str | None = Query(None, description=TO_HELP),
         camera: list[str] = Query([], description=CAMERA_HELP),
+        bucket: str | None = Query(
+            None,
+            description="Merge each camera's windows into buckets this wide (5m, 1h ..., Grafana ${__interval}): "
+            "counts summed, density weighted by frames, the status most windows had.",
+        ),
     ) -> Any:
-        """Windows of the cameras in the range (one row per camera and window; hour rows over 36 h)."""
+        """Windows of the cameras in the range (one row per camera and window, or per bucket; hour rows over 36 h)."""
         span = _range(from_, to)
         names = _cameras(state, camera)
-        span = round_range(span, rounding_for(span, window_bucket(span)))
-        return _send(
-            reader.cached(
-                ("windows", tuple(names), span.start, span.end),
-                lambda: _json([queries.window_row(doc) for doc in rows_for(names, span)], list[WindowRow]),
-            )
-        )
+        width = parse_duration(bucket) if bucket else None
+        if width is not None:
+            queries.check_buckets(span, width)
+        span = round_range(span, rounding_for(span, max(width or timedelta(0), window_bucket(span))))
+
+        def answer() -> bytes:
+            rows = rows_for(names, span)
+            if width is not None and width > window_bucket(span):
+                rows = queries.merge_windows(rows, width)
+            return _json([queries.window_row(doc) for doc in rows], list[WindowRow])
+
+        return _send(reader.cached(("windows", tuple(names), span.start, span.end, width), answer))
 
     @router.get("/heatmap", response_model=list[HeatCell], tags=["windows"])
     def heatmap(

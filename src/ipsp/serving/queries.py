@@ -258,6 +258,19 @@ def heat_cells(docs: Iterable[Mapping[str, Any]], bucket: timedelta) -> list[Hea
     ]
 
 
+def merge_windows(rows: Iterable[Mapping[str, Any]], bucket: timedelta) -> list[dict[str, Any]]:
+    """Window rows merged per camera and epoch-aligned bucket (``rollups.summarize``: sums, weighted mean, status)."""
+    groups: dict[tuple[datetime, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((bucket_start(row["window_start"], bucket), row["camera_id"]), []).append(row)
+    merged: list[dict[str, Any]] = []
+    for (start, camera), members in sorted(groups.items()):
+        figures = rollups.summarize(members)
+        if figures is not None:
+            merged.append({**figures, "camera_id": camera, "window_start": start, "window_end": start + bucket})
+    return merged
+
+
 # --- class mix ---------------------------------------------------------------------------
 # FerretDB 1.24 sums field paths in $group wrongly (always 0 for dotted paths such as
 # "$counts.car", and 0 for any field once a {"$sum": 1} sits in the same $group), so

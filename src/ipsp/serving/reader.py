@@ -154,6 +154,22 @@ class ServingReader:
                     out.append(doc)
         return out
 
+    def warm(self, hours: int) -> int:
+        """Read the camera-hours and pipeline hours of the latest ``hours`` hours into the cache; returns how many."""
+        state = self.state()
+        if state is None:
+            return 0
+        names = sorted(self.cameras())
+        read = 0
+        if state.get("last_hour") is not None:
+            end = rollups.hour_floor(state["last_hour"]) + rollups.HOUR
+            read += len(
+                self.documents(rollups.CAMERA_HOURS, rollups.camera_hour_ids(names, end - hours * rollups.HOUR, end))
+            )
+        end = rollups.hour_floor(state["last_batch_at"]) + rollups.HOUR
+        read += len(self.documents(rollups.PIPELINE_HOURS, rollups.pipeline_hour_ids(end - hours * rollups.HOUR, end)))
+        return read
+
     # --- what the routes read -------------------------------------------------------------
 
     def cameras(self) -> dict[str, dict[str, Any]]:
