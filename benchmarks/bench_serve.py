@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -42,13 +41,12 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # tests/support: the sink feed the serving tests use too
+from ipsp import rollups
+from ipsp.config import load_settings
+from ipsp.serving.dashboards import grafana_values, infinity_queries, load_dashboards, resolve_request
+from support.serving import ApiServer, open_sink, write_through_sink  # tests/support (run via make: PYTHONPATH=tests)
 
-from ipsp import rollups  # noqa: E402
-from ipsp.config import load_settings  # noqa: E402
-from ipsp.serving.dashboards import grafana_values, infinity_queries, load_dashboards, resolve_request  # noqa: E402
-from support.serving import ApiServer, open_sink, write_through_sink  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 RESULTS = REPO / "benchmarks" / "results" / "serve.json"
 DASHBOARDS = REPO / "1_infrastructure" / "grafana" / "dashboards"
