@@ -37,15 +37,18 @@ from grafana_foundation_sdk.models import heatmap as heatmap_model
 from grafana_foundation_sdk.models import piechart as piechart_model
 
 from ipsp.serving.dashboards import INFINITY_PLUGIN
+from ipsp.serving.models import ClassCounts
 
 DATASOURCE_UID = "ipsp-traffic-api"  # fixed uid of 1_infrastructure/grafana/datasources/infinity.yaml
 DATASOURCE = model.DataSourceRef(type_val=INFINITY_PLUGIN, uid=DATASOURCE_UID)
+# the repository's provisioning folder (the generator runs from a source checkout: dev extra, editable install)
 DEFAULT_FOLDER = Path(__file__).resolve().parents[3] / "1_infrastructure" / "grafana" / "dashboards"
 REFRESH_INTERVALS = ["10s", "30s", "1m", "5m", "15m"]
 TIME_RANGE = ("now-6h", "now")  # the API warms its cache for this span (IPSP_API_WARM_HOURS)
 BUCKETS = ["1m", "5m", "15m", "30m", "1h"]
 DEFAULT_BUCKET = "5m"
-CLASSES = ["motorbike", "car", "bus", "truck", "bicycle", "person"]  # columns of /api/class-mix/cameras
+# one bar per class column of the API's rows (``total`` is a sum, not a class)
+CLASSES = [name for name in ClassCounts.model_fields if name != "total"]
 
 ColumnType = Literal["string", "number", "timestamp"]
 TIME_RANGE_PARAMS = (("from", "${__from}"), ("to", "${__to}"))
