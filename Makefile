@@ -14,7 +14,7 @@ PREREQS := 1_infrastructure/local/prereqs.sh
 # bench-produce and bench-serve reuse tests/support (test-only helpers), as pytest does with pythonpath = ["tests"]
 
 .PHONY: help prereqs-demo prereqs-test setup setup-dev fetch up down status demo test lint unit integration bench \
-        k8s-up k8s-down bench-pack bench-produce bench-detect bench-fidelity bench-pipeline bench-serve bench-soak clean
+        k8s-up k8s-down dashboards bench-pack bench-produce bench-detect bench-fidelity bench-pipeline bench-serve bench-soak clean
 
 help: ## list targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -96,6 +96,9 @@ bench-soak: setup-dev up ## the stream job 30 min at half load: memory, Kafka la
 
 bench-serve: setup-dev up ## API requests/s and p95 latency
 	PYTHONPATH=tests $(BIN)/python benchmarks/bench_serve.py
+
+dashboards: setup-dev ## regenerate the Grafana dashboards' JSON from src/ipsp/serving/dashboards_code.py
+	$(BIN)/python -m ipsp.serving.dashboards_code --write
 
 clean: down ## remove local state (stack data, caches) and the venv
 	rm -rf .local $(VENV)
