@@ -8,10 +8,10 @@ when it was written. It reads whole collections once: a migration for an
 existing database and the tests' oracle, not a serving path.
 
 ``prune`` deletes frames, windows, progress and dead letters older than the
-retention settings. Frames and windows are deleted per camera by ``_id`` range
-(their ``_id`` begins with the camera and sorts by time); MongoDB answers that
-from its ``_id`` index. The serving documents are kept: a camera-day keeps its
-totals when the frames under it are gone.
+retention settings, by their time field (MongoDB answers that from the
+contract's time indexes; FerretDB 1.x reads the collection once per prune, an
+hourly job). The serving documents are kept: a camera-day keeps its totals when
+the frames under it are gone.
 """
 
 from __future__ import annotations
