@@ -61,12 +61,14 @@ def rows_done(db: Any) -> int:
     return sum(p["rows"] for p in db.pipeline_progress.find({}, {"rows": 1}))
 
 
-def wait_for(what: str, done: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, limit_s: float) -> None:
+def wait_for(
+    what: str, done: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, limit_s: float, poll_s: float = 0.5
+) -> None:
     deadline = time.monotonic() + limit_s
     while not done():
         assert proc.poll() is None, f"the stream exited while waiting for {what}:\n{log.read_text()[-4000:]}"
         assert time.monotonic() < deadline, f"{what}: not within {limit_s:.0f}s\n{log.read_text()[-4000:]}"
-        time.sleep(0.5)
+        time.sleep(poll_s)
 
 
 def finish(feed: Feed, db: Any, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -108,10 +110,16 @@ def test_a_killed_python_worker_is_retried_nothing_lost_or_doubled(
 ) -> None:
     db = database(stack_settings, feed.db)
     log = Path(stack_settings.home) / "test-work" / f"{feed.topic}-worker.log"
-    with running_stream(feed, log) as proc:
+    # a batch a second: a 0.3 s batch (the whole feed takes about 12 s back to back) would end before the kill lands
+    with running_stream(feed, log, "--trigger-seconds", "1") as proc:
         wait_for("a first batch", lambda: rows_done(db) > 0, proc, log, 600)
-        # a task is running when a result is written that no progress document accounts for yet
-        wait_for("a batch in flight", lambda: db.analysis_results.count_documents({}) > rows_done(db), proc, log, 300)
+
+        def in_flight() -> bool:
+            # a task is running when a result is written that no progress document accounts for yet
+            done = rows_done(db)
+            return db.analysis_results.count_documents({}) > done and done < feed.total // 2
+
+        wait_for("a batch in flight in the first half of the feed", in_flight, proc, log, 300, poll_s=0.05)
         workers = python_workers(proc.pid)
         assert workers, "no forked Python worker found"
         for pid in workers:
