@@ -273,12 +273,6 @@ def pipeline_hour_ids(start: datetime, end: datetime) -> list[str]:
     return [hour_key(hour) for hour in hours_between(start, end)]
 
 
-def parse_window_id(window_id: str) -> tuple[str, datetime]:
-    """``(camera_id, window_start)`` of a ``traffic_windows`` ``_id`` (``<camera>|YYYY-MM-DDTHH:MM:SSZ``)."""
-    camera_id, _, stamp = window_id.rpartition("|")
-    return camera_id, datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
 # --- folding windows into hours, hours into days, days into cameras -------------------------
 
 
@@ -304,15 +298,13 @@ def counts_dict(counts: Mapping[str, Any] | None) -> dict[str, int]:
 def fold_hours(
     existing: Mapping[str, Mapping[str, Any]],
     windows: Iterable[Mapping[str, Any]],
-    emptied: Iterable[tuple[str, datetime]],
     window_seconds: int,
     now: datetime,
 ) -> dict[str, dict[str, Any]]:
-    """Camera-hour documents after writing ``windows`` and removing ``emptied`` windows.
+    """Camera-hour documents after writing ``windows`` (a window's entry is replaced whole).
 
     ``existing`` maps ``_id`` to the stored documents (those missing start empty).
-    Returns every touched document by ``_id``; one left with no window has an
-    empty ``windows`` map (the writer deletes it).
+    Returns every touched document by ``_id``.
     """
     out: dict[str, dict[str, Any]] = {}
 
@@ -331,8 +323,6 @@ def fold_hours(
             }
         return out[key]
 
-    for camera_id, start in emptied:
-        doc_for(camera_id, start)["windows"].pop(slot_key(start), None)
     for window in windows:
         doc = doc_for(window["camera_id"], window["window_start"])
         doc["windows"][slot_key(window["window_start"])] = window_figures(window)

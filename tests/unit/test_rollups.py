@@ -65,13 +65,8 @@ def test_day_and_pipeline_ids() -> None:
     assert rollups.pipeline_hour_ids(T0, T0 + timedelta(minutes=90)) == ["2026-01-01T08", "2026-01-01T09"]
 
 
-def test_parse_window_id_inverts_window_id() -> None:
-    start = T0 + timedelta(minutes=7)
-    assert rollups.parse_window_id(window_id("cam|x", start)) == ("cam|x", start)
-
-
-def _fold_all(existing: dict, windows: list[dict], emptied: list = ()) -> tuple[dict, dict, dict]:  # type: ignore[assignment]
-    hours = rollups.fold_hours(existing.get("hours", {}), windows, emptied, 60, NOW)
+def _fold_all(existing: dict, windows: list[dict]) -> tuple[dict, dict, dict]:
+    hours = rollups.fold_hours(existing.get("hours", {}), windows, 60, NOW)
     days = rollups.fold_days(existing.get("days", {}), hours.values(), NOW)
     cameras = rollups.fold_cameras(existing.get("cameras", {}), days.values(), hours.values(), NOW)
     return hours, days, cameras
@@ -100,13 +95,6 @@ def test_a_corrected_window_replaces_its_entry_and_the_day_follows() -> None:
     hour = days2["cam-a|2026-01-01"]["hours"]["08"]
     assert (hour["frames"], hour["windows"], hour["counts"]["total"], hour["density_max"]) == (90, 2, 150, 50.0)
     assert hour["density_mean"] == pytest.approx((40.0 * 30 + 10.0 * 60) / 90, abs=1e-4)
-
-
-def test_an_emptied_window_leaves_its_hour_and_an_empty_hour_is_dropped_from_the_day() -> None:
-    hours, days, cameras = _fold_all({}, [window("cam-a", T0)])
-    hours2, days2, _ = _fold_all({"hours": hours, "days": days, "cameras": cameras}, [], [("cam-a", T0)])
-    assert hours2["cam-a|2026-01-01T08"]["windows"] == {}
-    assert days2["cam-a|2026-01-01"]["hours"] == {}
 
 
 def test_latest_window_only_moves_forward() -> None:

@@ -102,7 +102,7 @@ def _progress(batch_id: int, finished: datetime, dead: int = 0) -> dict:
 
 def test_rows_from_serving_documents() -> None:
     windows = [_window("cam_01", m, cars=m + 1) for m in range(3)] + [_window("cam_02", 0, cars=4)]
-    hours = rollups.fold_hours({}, windows, [], 60, T0)
+    hours = rollups.fold_hours({}, windows, 60, T0)
     rows = rollups.windows_of_hours(hours.values(), T0, T0 + timedelta(hours=1))
     row = queries.window_row(rows[0])
     assert (row.camera_id, row.total, row.vehicles_per_frame) == ("cam_01", 1, 0.1)

@@ -44,7 +44,7 @@ def _progress(batch_id: int) -> dict:
 @pytest.fixture(scope="module")
 def data() -> ReportData:
     cameras = [f"cam_0{i}" for i in range(1, 6)]
-    hours = rollups.fold_hours({}, [_window(c, m) for c in cameras for m in range(8)], [], 60, T0)
+    hours = rollups.fold_hours({}, [_window(c, m) for c in cameras for m in range(8)], 60, T0)
     days = rollups.fold_days({}, hours.values(), T0)
     docs = rollups.fold_cameras({}, days.values(), hours.values(), T0)
     span = TimeRange(T0, T0 + timedelta(minutes=8))

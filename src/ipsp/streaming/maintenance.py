@@ -103,7 +103,7 @@ def rebuild_documents(
     """Every serving document, by collection and ``_id``, recomputed from the stored frames and progress."""
     now = now or utc_now()
     windows = window_documents(db, window_seconds, status_of, now)
-    hours = rollups.fold_hours({}, windows, [], window_seconds, now)
+    hours = rollups.fold_hours({}, windows, window_seconds, now)
     days = rollups.fold_days({}, hours.values(), now)
     cameras = rollups.fold_cameras({}, days.values(), hours.values(), now)
     pipeline, last = pipeline_documents(db, now)

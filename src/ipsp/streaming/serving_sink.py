@@ -96,7 +96,7 @@ class ServingWriter:
         """
         now = now or utc_now()
         hour_ids = {rollups.camera_hour_id(w["camera_id"], w["window_start"]) for w in windows}
-        hours = rollups.fold_hours(self._get(rollups.CAMERA_HOURS, hour_ids), windows, [], self.window_seconds, now)
+        hours = rollups.fold_hours(self._get(rollups.CAMERA_HOURS, hour_ids), windows, self.window_seconds, now)
         day_ids = {rollups.camera_day_id(h["camera_id"], h["hour_start"]) for h in hours.values()}
         days = rollups.fold_days(self._get(rollups.CAMERA_DAYS, day_ids), hours.values(), now)
         camera_ids = {h["camera_id"] for h in hours.values()}
