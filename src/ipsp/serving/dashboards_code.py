@@ -154,6 +154,17 @@ def _tooltip(mode: common.TooltipDisplayMode, sort: common.SortOrder) -> common_
     return common_builder.VizTooltipOptions().mode(mode).sort(sort)
 
 
+def _per_camera_bucket(path: str, field: str, label: str) -> InfinityTarget:
+    """A query for one value per camera and ``${bucket}`` over the dashboard's range and cameras."""
+    return (
+        InfinityTarget(path)
+        .params([*TIME_RANGE_PARAMS, CAMERA_PARAM, ("bucket", "${bucket}")])
+        .column("time", "Time", "timestamp")
+        .column("camera_id", "camera_id", "string")
+        .column(field, label)
+    )
+
+
 def _partition_by_camera() -> model.DataTransformerConfig:
     # one frame per camera, so the panel draws one series per camera
     return model.DataTransformerConfig(
@@ -277,13 +288,11 @@ def traffic_overview() -> dashboard_builder.Dashboard:
     mix.tooltip(_tooltip(common.TooltipDisplayMode.SINGLE, common.SortOrder.NONE))
 
     vehicles = timeseries.Panel().id(3).title("Vehicles per camera over time").span(24).height(9)
-    vehicles.description("Vehicles per frame in each one-minute window, one line per camera (GET /api/windows).")
+    vehicles.description(
+        "Vehicles per frame in each time bucket, one line per camera (GET /api/windows, bucket from the variable)."
+    )
     vehicles.datasource(DATASOURCE).with_target(
-        InfinityTarget("/api/windows")
-        .params([*TIME_RANGE_PARAMS, CAMERA_PARAM, ("bucket", "${bucket}")])
-        .column("time", "Time", "timestamp")
-        .column("camera_id", "camera_id", "string")
-        .column("vehicles_per_frame", "vehicles per frame")
+        _per_camera_bucket("/api/windows", "vehicles_per_frame", "vehicles per frame")
     )
     vehicles.line_width(1).fill_opacity(0).show_points(common.VisibilityMode.NEVER).unit("short").decimals(1)
     vehicles.legend(_legend(common.LegendPlacement.RIGHT))
@@ -292,13 +301,7 @@ def traffic_overview() -> dashboard_builder.Dashboard:
 
     density = heatmap.Panel().id(4).title("Density heatmap (camera x time)").span(24).height(11)
     density.description("Mean ROI density per camera and time bucket (GET /api/heatmap, bucket from the variable).")
-    density.datasource(DATASOURCE).with_target(
-        InfinityTarget("/api/heatmap")
-        .params([*TIME_RANGE_PARAMS, CAMERA_PARAM, ("bucket", "${bucket}")])
-        .column("time", "Time", "timestamp")
-        .column("camera_id", "camera_id", "string")
-        .column("density_mean", "density")
-    )
+    density.datasource(DATASOURCE).with_target(_per_camera_bucket("/api/heatmap", "density_mean", "density"))
     density.unit("percent").calculate(False).cell_gap(1)  # the API buckets; Grafana must not re-bucket
     density.y_axis(heatmap.YAxisConfig().axis_placement(common.AxisPlacement.LEFT))
     density.rows_frame(heatmap.RowsHeatmapOptions().layout(common.HeatmapCellLayout.AUTO))
