@@ -225,3 +225,18 @@ def test_bad_cameras_config_is_one_clear_line(tmp_path: Path, text: str, words: 
     assert str(cfg_file) in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(UserError, match="cannot read"):
         load_cameras_config(tmp_path / "missing.yaml")
+
+
+def test_a_rider_adds_no_person_and_keeps_the_motorbike() -> None:
+    # rider box over the motorbike: feet (bottom middle, 50, 70) inside the motorbike box
+    rider = (0, 40, 30, 60, 70)
+    bike = (3, 35, 50, 65, 90)
+    pedestrian = (0, 80, 40, 90, 80)  # feet at (85, 80): beside the bike, not on it
+    summary = traffic_summary(dets([rider, bike, pedestrian]), "cam")
+    assert (summary.counts.motorbike, summary.counts.person, summary.counts.total) == (1, 1, 1)
+    assert sorted(summary.detections.class_names) == ["motorcycle", "person"]
+
+
+def test_a_cyclist_is_one_bicycle() -> None:
+    summary = traffic_summary(dets([(0, 40, 30, 60, 70), (1, 38, 50, 62, 90)]), "cam")
+    assert (summary.counts.bicycle, summary.counts.person, summary.counts.total) == (1, 0, 0)

@@ -8,13 +8,15 @@ The steps, in order (``traffic_summary``):
 2. **One object, one count**: boxes of the vehicle classes are suppressed across
    classes (class-agnostic NMS at ``suppress_iou``): when a detector scores one
    object as both a car and a truck, only the higher-scoring box (and its label) stays.
-3. **Counting on the road**: an object counts only when its footprint (the middle
+3. **A rider is part of the motorbike**: a ``person`` whose footprint lies inside a
+   motorbike or bicycle box is its rider and is not counted (``drop_riders``).
+4. **Counting on the road**: an object counts only when its footprint (the middle
    of its box's bottom edge, where it touches the road) lies in the camera's region
    of interest. Without a configured ROI the default one is the frame below its top
    ``DEFAULT_ROI_TOP`` (sky, facades and far vehicles too small to judge).
-4. ``density_percent`` = share of the ROI covered by the counted vehicles' boxes
+5. ``density_percent`` = share of the ROI covered by the counted vehicles' boxes
    (their union, so overlaps do not add up), 0..100.
-5. ``traffic_status`` from per-camera thresholds: fewer than ``min_vehicles``
+6. ``traffic_status`` from per-camera thresholds: fewer than ``min_vehicles``
    vehicles is always ``Free`` (one or two vehicles are not a jam, however close to
    the lens); otherwise ``Congested`` from ``congested`` % on, ``Normal`` from
    ``normal`` %, else ``Free`` (optional vehicle-count thresholds as well).
@@ -256,6 +258,31 @@ def suppress_across_classes(
     return det.select(keep)
 
 
+def drop_riders(det: Detections, class_map: Mapping[str, str] = DEFAULT_CLASS_MAP) -> Detections:
+    """Drop each ``person`` who rides a two-wheeler: one whose footprint lies inside a motorbike or bicycle box.
+
+    A motorbike's count includes its rider (the labels' convention on this traffic), so
+    a general model's separate rider box must not add a person; the motorbike box
+    itself always stays.
+    """
+    classes = traffic_classes(det, class_map)
+    persons = np.asarray([c == "person" for c in classes], bool)
+    wheels = np.asarray([c in ("motorbike", "bicycle") for c in classes], bool)
+    if not persons.any() or not wheels.any():
+        return det
+    feet = footprints(det)[persons]
+    boxes = det.xyxy[wheels]
+    inside = (
+        (feet[:, None, 0] >= boxes[None, :, 0])
+        & (feet[:, None, 0] <= boxes[None, :, 2])
+        & (feet[:, None, 1] >= boxes[None, :, 1])
+        & (feet[:, None, 1] <= boxes[None, :, 3])
+    ).any(axis=1)
+    keep = np.ones(len(det), bool)
+    keep[np.flatnonzero(persons)[inside]] = False
+    return det.select(keep)
+
+
 def footprints(det: Detections) -> np.ndarray:
     """``(N, 2)`` footprint of each box: the middle of its bottom edge, inside the frame."""
     width, height = det.image_size
@@ -335,7 +362,7 @@ def traffic_summary(
         det = Detections(det.xyxy, det.confidence, det.class_id, det.names, (int(width), int(height)))
     class_map = cfg.full_class_map()
     roi, units, thresholds = cfg.camera(camera_id)
-    kept = suppress_across_classes(det, cfg.suppress_iou, class_map)
+    kept = drop_riders(suppress_across_classes(det, cfg.suppress_iou, class_map), class_map)
     counted = kept.select(in_roi(kept, roi, units))
     counts = count_traffic(counted, class_map)
     density = round(density_percent(counted, roi, units, class_map), 3)
