@@ -37,6 +37,9 @@ class Backend(Protocol):
     def infer(self, batch: np.ndarray) -> Any:
         """Run the model on a prepared batch."""
 
+    def set_input_size(self, size: tuple[int, int]) -> None:
+        """Run the model at another ``(height, width)``; refused when its graph fixes the size."""
+
     def postprocess(self, raw: Any, conf: float, iou: float, max_det: int) -> list[Boxes]:
         """Decode raw output to per-image boxes, scores and classes in input pixels."""
 

@@ -7,6 +7,7 @@ batch size (the batch is cut into chunks of that size, the last one padded).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,21 @@ class OnnxBackend:
             raise ModelError(f"{path}: unknown outputs: rows of {fixed[2]} values, expected 6")
         if self.spec.decoder == "nanodet" and fixed[2] not in (None, nc + 44):
             raise ModelError(f"{path}: unknown outputs: NanoDet rows of {fixed[2]} values, expected {nc} + 44")
+
+    def set_input_size(self, size: tuple[int, int]) -> None:
+        """Run at another ``(height, width)``: only a graph whose spatial axes are free accepts it."""
+        shape = self.session.get_inputs()[0].shape
+        spatial = shape[1:3] if self.spec.layout == "NHWC" else shape[2:4]
+        if any(isinstance(d, int) for d in spatial):
+            if tuple(spatial) == tuple(size):
+                return
+            raise ModelError(
+                f"{self.spec.path}: the graph fixes its input to {spatial[1]}x{spatial[0]}; "
+                f"it cannot run at {size[1]}x{size[0]} (unset IPSP_INPUT_SIZE)"
+            )
+        if size[0] % 32 or size[1] % 32:
+            raise ModelError(f"input size {size[1]}x{size[0]}: width and height must be multiples of 32")
+        self.spec = replace(self.spec, input_size=(int(size[0]), int(size[1])))
 
     def _blank(self) -> np.ndarray:
         """One all-zero input frame in the model's layout."""

@@ -9,6 +9,7 @@ NumPy decoder the ONNX backend uses.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,12 @@ class UltralyticsBackend:
         for param in model.parameters():
             param.requires_grad_(False)
         self.model = model.half() if self.half else model.float()
+
+    def set_input_size(self, size: tuple[int, int]) -> None:
+        """Run at another ``(height, width)`` (YOLO takes any multiple of its 32-px stride)."""
+        if size[0] % 32 or size[1] % 32:
+            raise ModelError(f"input size {size[1]}x{size[0]}: width and height must be multiples of 32")
+        self.spec = replace(self.spec, input_size=(int(size[0]), int(size[1])))
 
     def infer(self, batch: np.ndarray) -> Any:
         """Forward pass on a prepared NCHW batch; returns the head's decoded tensor (stays on device)."""
