@@ -17,7 +17,9 @@ starts, so the path can be replayed step by step):
    and where to look next.
 
 Re-running is harmless: results are upserted by event (camera, event time) with the same fixed
-event clock, so a second run rewrites the same documents and windows.
+event clock, so a second run rewrites the same documents and windows. The summary therefore
+selects this run's events by their event times (the fixed clock's span for this feed), not by
+replay id: an event already stored keeps the replay id of the run that first wrote it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +167,23 @@ def plan_run(images: Path | None, frames: int, cameras: int, home: Path, feed: s
     )
 
 
-def summarize(settings: Any, run: DemoRun) -> tuple[list[CameraRow], dict[str, int]]:
-    """Per-camera rows for this run's replay, and the database's collection sizes."""
+def event_span(per_camera: int, interval: float) -> tuple[datetime, datetime]:
+    """First and last event time of a feed whose cameras send ``per_camera`` frames ``interval`` s apart."""
+    start = datetime.fromisoformat(EVENT_START.replace("Z", "+00:00"))
+    return start, start + timedelta(seconds=max(per_camera - 1, 0) * interval)
+
+
+def frames_per_camera(images: Path) -> int:
+    """The most frames any one camera has in a folder of ``cam_XX_NNNNN.jpg`` frames."""
+    counts: dict[str, int] = {}
+    for path in images.iterdir():
+        camera = re.sub(r"_\d+$", "", path.stem)
+        counts[camera] = counts.get(camera, 0) + 1
+    return max(counts.values(), default=0)
+
+
+def summarize(settings: Any, run: DemoRun, span: tuple[datetime, datetime]) -> tuple[list[CameraRow], dict[str, int]]:
+    """Per-camera rows for this run's events (event times within ``span``), and the collection sizes."""
     from pymongo import MongoClient
 
     client: Any = MongoClient(settings.mongo_uri.get_secret_value(), tz_aware=True, serverSelectionTimeoutMS=5000)
@@ -174,7 +191,8 @@ def summarize(settings: Any, run: DemoRun) -> tuple[list[CameraRow], dict[str, i
         db = client[settings.mongo_db]
         rows: dict[str, CameraRow] = {}
         fields = {"camera_id": 1, "counts": 1, "density_percent": 1}
-        for doc in db.analysis_results.find({"replay_id": run.replay_id}, fields):
+        events = {"event_time": {"$gte": span[0], "$lte": span[1]}}
+        for doc in db.analysis_results.find(events, fields):
             row = rows.setdefault(doc["camera_id"], CameraRow(doc["camera_id"]))
             row.frames += 1
             row.density_sum += float(doc["density_percent"])
@@ -257,7 +275,8 @@ def run_demo(frames: int, cameras: int, images: Path | None, report: bool) -> No
     )  # fmt: skip
     step("stream until drained", "stream", "--topic", run.topic, "--available-now")
 
-    rows, sizes = summarize(settings, run)
+    per_camera = frames_per_camera(images) if images is not None else math.ceil(frames / cameras)
+    rows, sizes = summarize(settings, run, event_span(per_camera, interval))
     typer.echo("")
     print_table(rows)
     if feed == "photos":
