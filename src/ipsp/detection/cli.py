@@ -221,3 +221,37 @@ def pull(
     """Download a model (sha256-verified) into the local cache or DEST; print its path."""
     path, card = _registry(registry).pull(ref, dest)
     typer.echo(f"{card.ref} sha256={card.sha256} -> {path}")
+
+
+@model_app.command("promote")
+def promote(
+    ref: str = typer.Argument(..., help="name[:version] in the registry (default: highest version)."),
+    as_name: str | None = typer.Option(
+        None, "--as", help="Shipped name to write (default: the model's own name, e.g. traffic)."
+    ),
+    models_dir: Path | None = typer.Option(
+        None, "--models-dir", envvar="IPSP_MODELS_DIR", help="Shipped models folder (default: 4_model_training/models)."
+    ),
+    registry: str | None = REGISTRY_OPTION,
+) -> None:
+    """Ship a registry model: copy it (sha256-verified) with its card into the shipped models folder.
+
+    A shipped model is what every command loads by name when no registry has it (a
+    fresh clone, no network); ``IPSP_MODEL`` names the default.
+    """
+    from ipsp.config import load_settings
+    from ipsp.detection.registry import bundled_dir, ship_model
+
+    settings = load_settings(model_registry_uri=registry, models_dir=models_dir)
+    path, record = ship_model(_registry(registry), ref, bundled_dir(settings), as_name)
+    typer.echo(f"shipped {ref} as {record['name']}: {shown_path(path)} (+ {record['name']}.provenance.json)")
+    if record["name"] != settings.model:
+        typer.echo(f"it is the default where IPSP_MODEL={record['name']} (now: {settings.model})")
+
+
+def shown_path(path: Path) -> str:
+    """A path relative to the working folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

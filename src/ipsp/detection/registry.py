@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
@@ -54,6 +54,9 @@ class ModelCard(BaseModel):
     license: str = ""
     description: str = ""
     metrics: dict[str, float] = Field(default_factory=dict, description="e.g. mAP50, mAP50-95 on validation")
+    provenance: dict[str, Any] = Field(
+        default_factory=dict, description="base weights, dataset and its sha256, command, full metrics (model card)"
+    )
 
     @field_serializer("class_names")
     def _names_as_strings(self, value: dict[int, str]) -> dict[str, str]:
@@ -99,7 +102,7 @@ def inspect_model(path: Path) -> ModelSpec:
 
 def card_for(
     path: Path, name: str, version: str, sha256: str, source: str = "", license: str = "",
-    description: str = "", metrics: dict[str, float] | None = None,
+    description: str = "", metrics: dict[str, float] | None = None, provenance: dict[str, Any] | None = None,
 ) -> ModelCard:  # fmt: skip
     """Build the card of a local model file from its metadata."""
     spec = inspect_model(path)
@@ -118,6 +121,7 @@ def card_for(
         license=license,
         description=description,
         metrics=metrics or {},
+        provenance=provenance or {},
     )
 
 
@@ -152,6 +156,7 @@ class ModelRegistry:
         license: str = "",
         description: str = "",
         metrics: dict[str, float] | None = None,
+        provenance: dict[str, Any] | None = None,
     ) -> ModelCard:
         """Upload a model file and its card as a new version; returns the card."""
         parse_ref(name)
@@ -165,7 +170,7 @@ class ModelRegistry:
         if version in existing:
             raise ModelError(f"model {name}:{version} already exists in {self.uri}; push a new version")
         sha = sha256_file(path)
-        card = card_for(path, name, version, sha, source, license, description, metrics)
+        card = card_for(path, name, version, sha, source, license, description, metrics, provenance)
         self.store.upload_file(path, card.key(), sha256=sha)
         self.store.put(card.key(CARD_FILE), card.model_dump_json(indent=2).encode())
         return card
@@ -270,6 +275,35 @@ def bundled_model(name: str, settings: Settings) -> tuple[Path, ModelCard] | Non
         license=str(source.get("license", "")), description=str(record.get("architecture", "")),
     )  # fmt: skip
     return path, card
+
+
+def ship_model(
+    registry: ModelRegistry, ref: str, folder: Path, as_name: str | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """Copy a registry model and its card into the shipped folder as ``<name>.onnx`` + ``<name>.provenance.json``.
+
+    The provenance record is the one ``bundled_model`` reads (file, sha256, version,
+    source, licence), with the whole card beside it.
+    """
+    path, card = registry.pull(ref)
+    name = parse_ref(as_name or card.name)[0]
+    target = folder / f"{name}{path.suffix}"
+    folder.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(path.read_bytes())
+    verify_file(target, card.sha256, f"shipped copy of {card.ref}")
+    record: dict[str, Any] = {
+        "name": name,
+        "file": target.name,
+        "sha256": card.sha256,
+        "size_bytes": card.size_bytes,
+        "version": card.version,
+        "source": {"registry": "ipsp model registry", "package": card.name, "version": card.version,
+                   "license": card.license},
+        "architecture": card.description,
+        "card": json.loads(card.model_dump_json()),
+    }  # fmt: skip
+    (folder / f"{name}.provenance.json").write_text(json.dumps(record, indent=2) + "\n")
+    return target, record
 
 
 def resolve_model(ref: str | Path, settings: Settings | None = None) -> tuple[Path, ModelCard | None]:
