@@ -15,12 +15,12 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
 from ipsp import rollups
-from ipsp.config import Settings
 from ipsp.contracts import DEAD_LETTER_STAGES, OTHER_CLASSES, VEHICLE_CLASSES, event_id
+from ipsp.mongo import RESULTS
 from ipsp.serving.models import (
     BatchRow,
     CameraClassMix,
@@ -36,11 +36,6 @@ from ipsp.serving.models import (
 )
 from ipsp.serving.params import BadParameter, TimeRange
 
-RESULTS = "analysis_results"
-WINDOWS = "traffic_windows"
-DEAD_LETTERS = "dead_letters"
-PROGRESS = "pipeline_progress"
-
 CLASSES: tuple[str, ...] = (*VEHICLE_CLASSES, *OTHER_CLASSES)
 #: most frames one page may hold
 MAX_PAGE_SIZE = 1000
@@ -53,41 +48,9 @@ MAX_BUCKETS = 2_000
 #: most batches / dead letters one request may return
 MAX_LIST_ROWS = 5_000
 
-#: indexes the serving queries rely on; the writers (streaming sinks, seeders) create them
-INDEXES: dict[str, list[list[tuple[str, int]]]] = {
-    RESULTS: [[("camera_id", ASCENDING), ("event_time", ASCENDING)], [("event_time", ASCENDING)]],
-    WINDOWS: [[("camera_id", ASCENDING), ("window_start", ASCENDING)], [("window_start", ASCENDING)]],
-    DEAD_LETTERS: [[("created_at", ASCENDING)]],
-    PROGRESS: [[("finished_at", ASCENDING)]],
-}
-
 
 class UnknownCamera(LookupError):
     """A camera id that has no frames in the database."""
-
-
-def connect(settings: Settings, timeout_ms: int = 2000, query_timeout_ms: int = 30_000) -> MongoClient[dict[str, Any]]:
-    """A client that gives up quickly when MongoDB is down, so routes answer 503 instead of hanging.
-
-    ``timeout_ms`` bounds finding and connecting to the server; ``query_timeout_ms``
-    bounds waiting for one answer (seeding a large run on FerretDB needs more).
-    """
-    return MongoClient(
-        settings.mongo_uri.get_secret_value(),
-        tz_aware=True,
-        tzinfo=UTC,
-        serverSelectionTimeoutMS=timeout_ms,
-        connectTimeoutMS=timeout_ms,
-        socketTimeoutMS=query_timeout_ms,
-        appname="ipsp-serve",
-    )
-
-
-def ensure_indexes(db: Database[dict[str, Any]]) -> None:
-    """Create the indexes of :data:`INDEXES` (idempotent); called by writers, never by the API."""
-    for collection, specs in INDEXES.items():
-        for keys in specs:
-            db[collection].create_index(keys)
 
 
 # --- cameras -------------------------------------------------------------------------
