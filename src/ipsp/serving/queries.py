@@ -39,8 +39,6 @@ from ipsp.serving.params import BadParameter, TimeRange
 CLASSES: tuple[str, ...] = (*VEHICLE_CLASSES, *OTHER_CLASSES)
 #: most frames one page may hold
 MAX_PAGE_SIZE = 1000
-#: deepest offset a page may start at (deeper paging should narrow the time range instead)
-MAX_OFFSET = 100_000
 #: most windows one request may return (20 cameras x 2 days of 1-minute windows fits)
 MAX_WINDOW_ROWS = 60_000
 #: most time buckets per camera in one heatmap
@@ -73,14 +71,6 @@ def camera_status(window: Mapping[str, Any], frames: int) -> CameraStatus:
 
 
 # --- frames and windows --------------------------------------------------------------
-
-
-def _in_range(field: str, span: TimeRange) -> dict[str, Any]:
-    return {field: {"$gte": span.start, "$lt": span.end}}
-
-
-def _camera_filter(cameras: list[str]) -> dict[str, Any]:
-    return {"camera_id": {"$in": cameras}} if cameras else {}
 
 
 def frames_page(
@@ -238,8 +228,6 @@ def merge_windows(rows: Iterable[Mapping[str, Any]], bucket: timedelta) -> list[
 # FerretDB 1.24 sums field paths in $group wrongly (always 0 for dotted paths such as
 # "$counts.car", and 0 for any field once a {"$sum": 1} sits in the same $group), so
 # sums are taken in Python over a projection; windows are few (one per camera-minute).
-
-_MIX_PROJECTION = {"camera_id": 1, "frames": 1, "counts": 1}
 
 
 def _sum_counts(docs: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -180,10 +180,6 @@ class ServingReader:
 
         return self.cached(("cameras",), load)
 
-    def frames_per_camera(self) -> dict[str, int]:
-        """Camera id -> frames in its windows (summed per day, kept through pruning)."""
-        return {camera: sum(int(d["frames"]) for d in doc["days"].values()) for camera, doc in self.cameras().items()}
-
     def window_rows(self, cameras: list[str], span: TimeRange) -> list[dict[str, Any]]:
         """Window rows of the cameras starting in the range; hour rows for ranges over :data:`HOURS_UP_TO`."""
         names = cameras or sorted(self.cameras())
@@ -257,8 +253,3 @@ def round_range(span: TimeRange, bucket: timedelta) -> TimeRange:
     low = start - start % size
     high = end if end % size == 0 else end - end % size + size
     return TimeRange(datetime.fromtimestamp(low, tz=UTC), datetime.fromtimestamp(high, tz=UTC))
-
-
-def params_key(values: Iterable[Any]) -> tuple[Any, ...]:
-    """A hashable cache key from parameter values (lists become sorted tuples)."""
-    return tuple(tuple(sorted(v)) if isinstance(v, list) else v for v in values)
