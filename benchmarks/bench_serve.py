@@ -43,7 +43,7 @@ import httpx
 
 from ipsp import mongo
 from ipsp.config import load_settings
-from ipsp.serving.dashboards import grafana_values, infinity_queries, load_dashboards, resolve_request
+from support.dashboards import grafana_values, infinity_queries, load_dashboards, resolve_request  # tests/support
 from support.serving import ApiServer, open_sink, write_through_sink  # tests/support (run via make: PYTHONPATH=tests)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,12 +16,12 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from dashboards_code import INFINITY_PLUGIN  # 1_infrastructure/grafana, on pytest's pythonpath
 from ipsp.config import Settings
 from ipsp.mongo import connect
 from ipsp.serving.app import create_app
-from ipsp.serving.dashboards import (
+from support.dashboards import (
     GRID_COLUMNS,
-    INFINITY_PLUGIN,
     grafana_values,
     infinity_queries,
     interpolate,
