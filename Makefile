@@ -61,8 +61,8 @@ demo: prereqs-demo up ## the main job end to end on the local stack (FRAMES=1150
 	$(IPSP) demo --frames $(FRAMES)
 
 lint: setup-dev ## ruff and mypy
-	$(BIN)/ruff check src tests benchmarks 2_preprocessing 3_spark_processor 4_model_training
-	$(BIN)/ruff format --check src tests benchmarks 2_preprocessing 3_spark_processor 4_model_training
+	$(BIN)/ruff check src tests benchmarks 1_infrastructure/grafana 2_preprocessing 3_spark_processor 4_model_training
+	$(BIN)/ruff format --check src tests benchmarks 1_infrastructure/grafana 2_preprocessing 3_spark_processor 4_model_training
 	$(BIN)/mypy
 
 unit: setup-dev ## unit tests (nothing but pytest)
@@ -97,8 +97,8 @@ bench-soak: setup-dev up ## the stream job 30 min at half load: memory, Kafka la
 bench-serve: setup-dev up ## API requests/s and p95 latency
 	PYTHONPATH=tests $(BIN)/python benchmarks/bench_serve.py
 
-dashboards: setup-dev ## regenerate the Grafana dashboards' JSON from src/ipsp/serving/dashboards_code.py
-	$(BIN)/python -m ipsp.serving.dashboards_code --write
+dashboards: setup-dev ## regenerate the Grafana dashboards' JSON from 1_infrastructure/grafana/dashboards_code.py
+	$(BIN)/python 1_infrastructure/grafana/dashboards_code.py --write
 
 clean: down ## remove local state (stack data, caches) and the venv
 	rm -rf .local $(VENV)

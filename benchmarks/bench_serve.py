@@ -41,9 +41,9 @@ from typing import Any
 
 import httpx
 
-from ipsp import rollups
+from ipsp import mongo
 from ipsp.config import load_settings
-from ipsp.serving.dashboards import grafana_values, infinity_queries, load_dashboards, resolve_request
+from support.dashboards import grafana_values, infinity_queries, load_dashboards, resolve_request  # tests/support
 from support.serving import ApiServer, open_sink, write_through_sink  # tests/support (run via make: PYTHONPATH=tests)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def panels() -> list[Panel]:
 
 def history_of(db: Any) -> tuple[int, datetime | None]:
     """Frames held (from the serving documents) and the end of the history."""
-    cameras = list(db[rollups.CAMERAS].find({}))
+    cameras = list(db[mongo.CAMERAS].find({}))
     frames = sum(int(day["frames"]) for doc in cameras for day in doc["days"].values())
     end = max((doc["latest"]["window_end"] for doc in cameras), default=None)
     return frames, end

@@ -13,6 +13,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
+from ipsp import mongo
+
 SCHEMA_VERSION: Literal["1.0"] = "1.0"
 TOPIC = "traffic-metadata"
 DATABASE = "traffic_db"
@@ -337,10 +339,10 @@ class PipelineProgress(Contract):
 
 
 COLLECTIONS: dict[str, type[Contract]] = {
-    "analysis_results": AnalysisResult,
-    "traffic_windows": TrafficWindow,
-    "dead_letters": DeadLetter,
-    "pipeline_progress": PipelineProgress,
+    mongo.RESULTS: AnalysisResult,
+    mongo.WINDOWS: TrafficWindow,
+    mongo.DEAD_LETTERS: DeadLetter,
+    mongo.PROGRESS: PipelineProgress,
 }
 
 

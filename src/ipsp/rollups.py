@@ -42,14 +42,8 @@ from ipsp.contracts import (
 
 SERVING_VERSION: Literal["1.1"] = "1.1"
 
-CAMERA_HOURS = "serving_camera_hours"
-CAMERA_DAYS = "serving_camera_days"
-CAMERAS = "serving_cameras"
-PIPELINE_HOURS = "serving_pipeline_hours"
-STATE = "serving_state"
+#: ``_id`` of the one ``serving_state`` document (collection names: :mod:`ipsp.mongo`)
 STATE_ID = "state"
-#: every serving collection (rebuild drops and rewrites exactly these)
-SERVING_COLLECTIONS: tuple[str, ...] = (CAMERA_HOURS, CAMERA_DAYS, CAMERAS, PIPELINE_HOURS, STATE)
 
 CLASS_NAMES: tuple[str, ...] = (*VEHICLE_CLASSES, *OTHER_CLASSES)
 #: dead letters listed in a batch entry, newest first (its counts stay exact): the "latest dead

@@ -17,7 +17,7 @@ from pymongo.database import Database
 
 from ipsp.config import Settings
 from ipsp.contracts import format_time
-from ipsp.serving import queries
+from ipsp.mongo import connect
 from support.serving import ApiServer, SeededRun, drop_database, free_port, seed_traffic_db
 
 DB_NAME = "ipsp_test_serving_api"
@@ -37,7 +37,7 @@ def seeded(stack_settings: Settings) -> Iterator[SeededRun]:
 
 @pytest.fixture(scope="module")
 def db(stack_settings: Settings, seeded: SeededRun) -> Iterator[Database[dict[str, Any]]]:
-    client = queries.connect(stack_settings, timeout_ms=10_000)
+    client = connect(stack_settings.mongo_uri.get_secret_value(), timeout_ms=10_000)
     yield client[seeded.db_name]
     client.close()
 

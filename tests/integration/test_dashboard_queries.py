@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from ipsp.config import Settings
-from ipsp.serving.dashboards import grafana_values, infinity_queries, load_dashboards, resolve_request
+from support.dashboards import grafana_values, infinity_queries, load_dashboards, resolve_request
 from support.serving import ApiServer, SeededRun, drop_database, seed_traffic_db
 
 GRAFANA = Path(__file__).resolve().parents[2] / "1_infrastructure" / "grafana"

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from ipsp import rollups
+from ipsp import mongo
 from ipsp.config import Settings
 from ipsp.streaming.maintenance import prune, rebuild, status_function
 from support.serving import (
@@ -36,12 +36,12 @@ def test_batches_equal_rebuild_and_a_replay_changes_nothing(stack_settings: Sett
     write_through_sink(sink, stack_settings, 900, 3, start, frames_per_second=0.2, batch_frames=50, dead_every=97)
     check_serving_equals_rebuild(sink.db, stack_settings)
     before = serving_snapshot(sink.db)
-    assert len(before[rollups.CAMERA_HOURS]) == 3 * 2 and len(before[rollups.CAMERAS]) == 3
+    assert len(before[mongo.CAMERA_HOURS]) == 3 * 2 and len(before[mongo.CAMERAS]) == 3
     # the same batches again (a replay from an empty writer cache): the same documents
     sink.serving_writer = None
     write_through_sink(sink, stack_settings, 900, 3, start, frames_per_second=0.2, batch_frames=50, dead_every=97)
     after = serving_snapshot(sink.db)
-    for name in (rollups.CAMERA_HOURS, rollups.CAMERA_DAYS, rollups.CAMERAS):
+    for name in (mongo.CAMERA_HOURS, mongo.CAMERA_DAYS, mongo.CAMERAS):
         assert after[name] == before[name], name
     check_serving_equals_rebuild(sink.db, stack_settings)  # the replayed batches' new timings included
 
@@ -49,10 +49,10 @@ def test_batches_equal_rebuild_and_a_replay_changes_nothing(stack_settings: Sett
 def test_rebuild_writes_what_the_writer_wrote(stack_settings: Settings, sink) -> None:  # type: ignore[no-untyped-def]
     write_through_sink(sink, stack_settings, 300, 3, frames_per_second=0.5, batch_frames=40)
     before = serving_snapshot(sink.db)
-    for name in rollups.SERVING_COLLECTIONS:
+    for name in mongo.SERVING_COLLECTIONS:
         sink.db[name].drop()
     written = rebuild(sink.db, stack_settings.window_seconds, status_function(stack_settings.cameras_config))
-    assert written[rollups.CAMERAS] == 3
+    assert written[mongo.CAMERAS] == 3
     assert serving_snapshot(sink.db) == before
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from ipsp import rollups
+from ipsp import mongo, rollups
 from ipsp.config import Settings
 from ipsp.contracts import (
     AnalysisResult,
@@ -46,11 +46,11 @@ from ipsp.contracts import (
     event_id,
     window_id,
 )
-from ipsp.serving import queries
+from ipsp.mongo import connect
 from ipsp.streaming.maintenance import status_function
 from ipsp.streaming.process import from_ms, latency_stats, to_ms
 from ipsp.streaming.serving_sink import write_serving
-from ipsp.streaming.sinks import MongoSink, connect
+from ipsp.streaming.sinks import MongoSink
 from ipsp.streaming.state import Frame, StreamState, figures_of, fold_batch, group_by_window, latest_per_event
 
 DEFAULT_START = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
@@ -261,11 +261,11 @@ def seed_traffic_db(settings: Settings, db_name: str, frames: int = 1200, camera
 
 def describe(settings: Settings, db_name: str) -> SeededRun:
     """Read back what database ``db_name`` holds (from its serving documents): cameras, frames, extent."""
-    client = queries.connect(settings, timeout_ms=10_000, query_timeout_ms=300_000)
+    client = connect(settings.mongo_uri.get_secret_value(), timeout_ms=10_000, query_timeout_ms=300_000)
     try:
         db = client[db_name]
-        cameras = {str(doc["_id"]): doc for doc in db[rollups.CAMERAS].find({})}
-        state = db[rollups.STATE].find_one({"_id": rollups.STATE_ID})
+        cameras = {str(doc["_id"]): doc for doc in db[mongo.CAMERAS].find({})}
+        state = db[mongo.STATE].find_one({"_id": rollups.STATE_ID})
         if not cameras or state is None:
             raise RuntimeError(f"database {db_name} holds no run")
         first = min([*(_first_window(db, camera) for camera in cameras), state["first_batch_at"]])
@@ -283,16 +283,16 @@ def describe(settings: Settings, db_name: str) -> SeededRun:
 
 
 def _first_window(db: Any, camera: str) -> datetime:
-    first_day = db[rollups.CAMERAS].find_one({"_id": camera})["days"]
-    day = db[rollups.CAMERA_DAYS].find_one({"_id": f"{camera}|{min(first_day)}"})
+    first_day = db[mongo.CAMERAS].find_one({"_id": camera})["days"]
+    day = db[mongo.CAMERA_DAYS].find_one({"_id": f"{camera}|{min(first_day)}"})
     hour = min(day["hours"])
-    doc = db[rollups.CAMERA_HOURS].find_one({"_id": f"{camera}|{min(first_day)}T{hour}"})
+    doc = db[mongo.CAMERA_HOURS].find_one({"_id": f"{camera}|{min(first_day)}T{hour}"})
     return rollups.slot_start(doc["hour_start"], min(doc["windows"]))
 
 
 def drop_database(settings: Settings, db_name: str) -> None:
     """Remove a test database."""
-    client = queries.connect(settings, timeout_ms=10_000, query_timeout_ms=300_000)
+    client = connect(settings.mongo_uri.get_secret_value(), timeout_ms=10_000, query_timeout_ms=300_000)
     try:
         client.drop_database(db_name)
     finally:
@@ -363,7 +363,7 @@ def serving_snapshot(db: Any) -> dict[str, dict[str, dict[str, Any]]]:
     """Every stored serving document by collection and ``_id``, without its write times."""
     return {
         name: {str(doc["_id"]): {k: v for k, v in doc.items() if k not in WRITE_TIMES} for doc in db[name].find({})}
-        for name in rollups.SERVING_COLLECTIONS
+        for name in mongo.SERVING_COLLECTIONS
     }
 
 
@@ -381,7 +381,7 @@ def rebuilt_snapshot(db: Any, settings: Settings) -> dict[str, dict[str, dict[st
 def check_serving_equals_rebuild(db: Any, settings: Settings) -> None:
     """Every serving document the writer left equals the one rebuilt from the stored frames."""
     stored, rebuilt = serving_snapshot(db), rebuilt_snapshot(db, settings)
-    for name in rollups.SERVING_COLLECTIONS:
+    for name in mongo.SERVING_COLLECTIONS:
         assert set(stored[name]) == set(rebuilt[name]), (name, sorted(set(stored[name]) ^ set(rebuilt[name]))[:5])
         for key, doc in rebuilt[name].items():
             assert stored[name][key] == doc, (name, key)

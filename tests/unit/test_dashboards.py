@@ -16,12 +16,12 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from dashboards_code import INFINITY_PLUGIN  # 1_infrastructure/grafana, on pytest's pythonpath
 from ipsp.config import Settings
-from ipsp.serving import queries
+from ipsp.mongo import connect
 from ipsp.serving.app import create_app
-from ipsp.serving.dashboards import (
+from support.dashboards import (
     GRID_COLUMNS,
-    INFINITY_PLUGIN,
     grafana_values,
     infinity_queries,
     interpolate,
@@ -51,7 +51,7 @@ def openapi() -> dict[str, Any]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     settings = Settings(mongo_uri=SecretStr(f"mongodb://127.0.0.1:{port}/"))
-    return create_app(settings, client=queries.connect(settings, timeout_ms=100)).openapi()
+    return create_app(settings, client=connect(settings.mongo_uri.get_secret_value(), timeout_ms=100)).openapi()
 
 
 def all_queries():

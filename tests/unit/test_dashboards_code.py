@@ -1,4 +1,4 @@
-"""The provisioned dashboards are what the code in ipsp.serving.dashboards_code generates.
+"""The provisioned dashboards are what 1_infrastructure/grafana/dashboards_code.py generates.
 
 The JSON files are checked in (Grafana provisions files), so a hand edit of a file,
 or a change of the code without ``make dashboards``, fails here. The requests the
@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from ipsp.serving import dashboards_code
-from ipsp.serving.dashboards import INFINITY_PLUGIN, grafana_values, infinity_queries, iter_panels, resolve_request
+import dashboards_code  # 1_infrastructure/grafana, on pytest's pythonpath
+from dashboards_code import INFINITY_PLUGIN
+from support.dashboards import grafana_values, infinity_queries, iter_panels, resolve_request
 
-GRAFANA = Path(__file__).resolve().parents[2] / "1_infrastructure" / "grafana"
+REPO = Path(__file__).resolve().parents[2]
+GRAFANA = REPO / "1_infrastructure" / "grafana"
 FOLDER = GRAFANA / "dashboards"
 
 
@@ -102,7 +104,22 @@ def test_camera_variable_is_an_infinity_query(generated: dict[str, dict[str, obj
 def test_the_api_does_not_import_the_sdk() -> None:
     # grafana-foundation-sdk is a dev extra: `ipsp serve` must start without it
     code = (
-        "import sys, ipsp.cli, ipsp.serving.app, ipsp.serving.dashboards; "
+        "import sys, ipsp.cli, ipsp.serving.app; "
         "sys.exit(any(name.startswith('grafana_foundation_sdk') for name in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_no_runtime_module_names_the_sdk() -> None:
+    # the generator is a dev tool beside the files it writes; the ipsp package never imports the SDK
+    naming = [path for path in (REPO / "src" / "ipsp").rglob("*.py") if "grafana_foundation_sdk" in path.read_text()]
+    assert naming == []
+
+
+def test_make_dashboards_runs_the_generator_as_a_script(tmp_path: Path) -> None:
+    script = GRAFANA / "dashboards_code.py"
+    assert f"$(BIN)/python {script.relative_to(REPO)} --write" in (REPO / "Makefile").read_text()
+    done = subprocess.run(
+        [sys.executable, str(script), "--check", "--folder", str(FOLDER)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from ipsp.config import Settings
-from ipsp.serving import queries
+from ipsp.mongo import connect
 from ipsp.serving.app import create_app
 
 DATA_ROUTES = {
@@ -34,7 +34,7 @@ def closed_port() -> int:
 
 def make_client(**overrides: object) -> TestClient:
     settings = Settings(mongo_uri=SecretStr(f"mongodb://127.0.0.1:{closed_port()}/"), **overrides)  # type: ignore[arg-type]
-    app = create_app(settings, client=queries.connect(settings, timeout_ms=200))
+    app = create_app(settings, client=connect(settings.mongo_uri.get_secret_value(), timeout_ms=200))
     return TestClient(app)
 
 

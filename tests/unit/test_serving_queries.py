@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ipsp import rollups
+from ipsp import mongo, rollups
 from ipsp.contracts import Counts, DeadLetter, KafkaCoordinates, PipelineProgress, TrafficWindow, window_id
 from ipsp.serving import queries
 from ipsp.serving.params import BadParameter, TimeRange
@@ -271,22 +271,22 @@ def _state(batch_id: int, touched: list[str], query: str = "q") -> dict:
 
 def test_the_next_batch_forgets_only_the_hours_it_wrote() -> None:
     ids = ["a|2026-01-05T06", "a|2026-01-05T07"]
-    store = Store({rollups.STATE: {"state": _state(1, ["2026-01-05T07"])}})
+    store = Store({mongo.STATE: {"state": _state(1, ["2026-01-05T07"])}})
     now = [0.0]
     reader = ServingReader(store, state_ttl_s=1.0, clock=lambda: now[0])  # type: ignore[arg-type]
     reader.state()
-    reader.documents(rollups.CAMERA_HOURS, ids)
-    store.docs[rollups.STATE]["state"] = _state(2, ["2026-01-05T07"])
+    reader.documents(mongo.CAMERA_HOURS, ids)
+    store.docs[mongo.STATE]["state"] = _state(2, ["2026-01-05T07"])
     now[0] = 2.0
     reader.state()
-    reader.documents(rollups.CAMERA_HOURS, ids)
-    assert store.lookups[(rollups.CAMERA_HOURS, ids[0])] == 1  # a closed hour stays cached
-    assert store.lookups[(rollups.CAMERA_HOURS, ids[1])] == 2  # the hour the batch wrote is read again
-    store.docs[rollups.STATE]["state"] = _state(5, ["2026-01-05T07"])  # batches were missed: forget everything
+    reader.documents(mongo.CAMERA_HOURS, ids)
+    assert store.lookups[(mongo.CAMERA_HOURS, ids[0])] == 1  # a closed hour stays cached
+    assert store.lookups[(mongo.CAMERA_HOURS, ids[1])] == 2  # the hour the batch wrote is read again
+    store.docs[mongo.STATE]["state"] = _state(5, ["2026-01-05T07"])  # batches were missed: forget everything
     now[0] = 4.0
     reader.state()
-    reader.documents(rollups.CAMERA_HOURS, ids)
-    assert store.lookups[(rollups.CAMERA_HOURS, ids[0])] == 2
+    reader.documents(mongo.CAMERA_HOURS, ids)
+    assert store.lookups[(mongo.CAMERA_HOURS, ids[0])] == 2
     reader.close()
 
 
@@ -296,16 +296,16 @@ def test_warm_reads_the_latest_hours_once() -> None:
             return list(self.docs.get(self.current, {}).values())
 
     state = {**_state(3, ["2026-01-05T07"]), "last_hour": T0}
-    store = Cameras({rollups.STATE: {"state": state}, rollups.CAMERAS: {"a": {"_id": "a"}, "b": {"_id": "b"}}})
+    store = Cameras({mongo.STATE: {"state": state}, mongo.CAMERAS: {"a": {"_id": "a"}, "b": {"_id": "b"}}})
     reader = ServingReader(store, state_ttl_s=60.0)  # type: ignore[arg-type]
 
     reader.warm(2)
     hours = ["a|2026-01-05T06", "a|2026-01-05T07", "b|2026-01-05T06", "b|2026-01-05T07"]
-    assert sorted(key for collection, key in store.lookups if collection == rollups.CAMERA_HOURS) == hours
-    assert sorted(key for collection, key in store.lookups if collection == rollups.PIPELINE_HOURS) == [
+    assert sorted(key for collection, key in store.lookups if collection == mongo.CAMERA_HOURS) == hours
+    assert sorted(key for collection, key in store.lookups if collection == mongo.PIPELINE_HOURS) == [
         "2026-01-05T06",
         "2026-01-05T07",
     ]
-    reader.documents(rollups.CAMERA_HOURS, hours)  # the first dashboard load finds them cached
+    reader.documents(mongo.CAMERA_HOURS, hours)  # the first dashboard load finds them cached
     assert max(store.lookups.values()) == 1
     reader.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pymongo.errors import AutoReconnect, OperationFailure
 
+from ipsp import mongo
 from ipsp.config import Settings
 from ipsp.streaming import sinks
 from ipsp.streaming.job import (
@@ -47,7 +48,7 @@ def test_checkpoint_accepts_a_plain_path_and_s3(tmp_path: Path) -> None:
 
 
 def test_retries_transient_errors_then_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sinks.time, "sleep", lambda s: None)
+    monkeypatch.setattr(mongo.time, "sleep", lambda s: None)
     calls = {"n": 0}
 
     def flaky() -> str:
@@ -56,14 +57,14 @@ def test_retries_transient_errors_then_gives_up(monkeypatch: pytest.MonkeyPatch)
             raise AutoReconnect("connection refused")
         return "ok"
 
-    assert sinks.with_retries(flaky, "test write", retry_seconds=60) == "ok"
+    assert mongo.with_retries(flaky, "test write", retry_seconds=60) == "ok"
     assert calls["n"] == 3
 
     def down() -> None:
         raise AutoReconnect("connection refused")
 
-    with pytest.raises(sinks.SinkUnavailable, match="did not accept test write"):
-        sinks.with_retries(down, "test write", retry_seconds=0)
+    with pytest.raises(mongo.SinkUnavailable, match="did not accept test write"):
+        mongo.with_retries(down, "test write", retry_seconds=0)
 
 
 def test_non_transient_errors_are_not_retried() -> None:
@@ -74,7 +75,7 @@ def test_non_transient_errors_are_not_retried() -> None:
         raise OperationFailure("bad query")
 
     with pytest.raises(OperationFailure):
-        sinks.with_retries(bad, "x", retry_seconds=60)
+        mongo.with_retries(bad, "x", retry_seconds=60)
     assert calls["n"] == 1
 
 
@@ -82,7 +83,7 @@ def test_failure_message_names_the_cause_and_how_to_resume() -> None:
     report = StreamReport(query="traffic-stream-t", checkpoint="file:///cp")
     text = (
         "[FOREACH_BATCH_USER_FUNCTION_ERROR] An error occurred\n"
-        "ipsp.streaming.sinks.SinkUnavailable: MongoDB did not accept bulk upsert of 8 into analysis_results "
+        "ipsp.mongo.SinkUnavailable: MongoDB did not accept bulk upsert of 8 into analysis_results "
         "after 5 attempts over 10s: connection refused\n  at org.apache..."
     )
     message = describe_failure(RuntimeError(text), report)

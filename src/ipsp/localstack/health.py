@@ -8,7 +8,6 @@ our credentials counts as down.
 from __future__ import annotations
 
 import logging
-from typing import Any
 from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
@@ -46,11 +45,11 @@ def kafka_ok(bootstrap: str, timeout_s: float = 3.0) -> bool:
 
 def mongo_ok(uri: str, timeout_s: float = 3.0) -> bool:
     """True when the server answers ``ping``."""
-    from pymongo import MongoClient
     from pymongo.errors import PyMongoError
 
-    ms = int(timeout_s * 1000)
-    client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms)
+    from ipsp.mongo import connect
+
+    client = connect(uri, timeout_ms=int(timeout_s * 1000))
     try:
         client.admin.command("ping")
         return True

@@ -32,6 +32,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from ipsp import __version__
 from ipsp.config import Settings, get_settings
 from ipsp.contracts import DEAD_LETTER_STAGES
+from ipsp.mongo import DEAD_LETTERS, PROGRESS, SERVING_APPNAME, connect
 from ipsp.serving import queries
 from ipsp.serving.metrics import ApiMetrics
 from ipsp.serving.models import (
@@ -84,7 +85,9 @@ def create_app(
     """Build the API for ``settings`` (default: the process settings), over ``client`` if given."""
     settings = settings or get_settings()
     owns_client = client is None
-    mongo = client if client is not None else queries.connect(settings)
+    # 2 s to find the server: a route answers 503 quickly instead of hanging while MongoDB is down
+    uri = settings.mongo_uri.get_secret_value()
+    mongo = client if client is not None else connect(uri, timeout_ms=2000, appname=SERVING_APPNAME)
     db = mongo[settings.mongo_db]
     state = ServingState(db, ServingReader(db, state_ttl_s=min(camera_ttl_s, settings.api_cache_seconds)), ApiMetrics())
 
@@ -455,8 +458,8 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
         """What the database holds: frames and cameras in windows, time extent, batches."""
 
         def answer() -> bytes:
-            batches = state.db[queries.PROGRESS].estimated_document_count()
-            letters = state.db[queries.DEAD_LETTERS].estimated_document_count()
+            batches = state.db[PROGRESS].estimated_document_count()
+            letters = state.db[DEAD_LETTERS].estimated_document_count()
             return _json(queries.summary_of(reader.cameras(), reader.first_window_start(), batches, letters), Summary)
 
         return _send(reader.cached(("summary",), answer))

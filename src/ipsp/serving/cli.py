@@ -7,24 +7,14 @@ Heavy imports (FastAPI, uvicorn, matplotlib) happen inside the commands so
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
 from ipsp.errors import ServiceUnavailable, UserError
+from ipsp.mongo import SERVING_APPNAME, connect, redact
 
 MONGO_URI_HELP = "MongoDB URI (default: the local stack's FerretDB)."
 MONGO_DB_HELP = "MongoDB database (default: traffic_db)."
-
-
-def redact(uri: str) -> str:
-    """The URI without its password, for messages."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def serve(
@@ -89,7 +79,7 @@ def report(
         width = parse_duration(bucket) if bucket else None
     except BadParameter as exc:
         raise UserError(str(exc)) from exc
-    client = queries.connect(settings, timeout_ms=5000)
+    client = connect(settings.mongo_uri.get_secret_value(), timeout_ms=5000, appname=SERVING_APPNAME)
     try:
         db = client[settings.mongo_db]
         try:

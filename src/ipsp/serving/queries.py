@@ -15,12 +15,12 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
 from ipsp import rollups
-from ipsp.config import Settings
 from ipsp.contracts import DEAD_LETTER_STAGES, OTHER_CLASSES, VEHICLE_CLASSES, event_id
+from ipsp.mongo import RESULTS
 from ipsp.serving.models import (
     BatchRow,
     CameraClassMix,
@@ -36,16 +36,9 @@ from ipsp.serving.models import (
 )
 from ipsp.serving.params import BadParameter, TimeRange
 
-RESULTS = "analysis_results"
-WINDOWS = "traffic_windows"
-DEAD_LETTERS = "dead_letters"
-PROGRESS = "pipeline_progress"
-
 CLASSES: tuple[str, ...] = (*VEHICLE_CLASSES, *OTHER_CLASSES)
 #: most frames one page may hold
 MAX_PAGE_SIZE = 1000
-#: deepest offset a page may start at (deeper paging should narrow the time range instead)
-MAX_OFFSET = 100_000
 #: most windows one request may return (20 cameras x 2 days of 1-minute windows fits)
 MAX_WINDOW_ROWS = 60_000
 #: most time buckets per camera in one heatmap
@@ -53,41 +46,9 @@ MAX_BUCKETS = 2_000
 #: most batches / dead letters one request may return
 MAX_LIST_ROWS = 5_000
 
-#: indexes the serving queries rely on; the writers (streaming sinks, seeders) create them
-INDEXES: dict[str, list[list[tuple[str, int]]]] = {
-    RESULTS: [[("camera_id", ASCENDING), ("event_time", ASCENDING)], [("event_time", ASCENDING)]],
-    WINDOWS: [[("camera_id", ASCENDING), ("window_start", ASCENDING)], [("window_start", ASCENDING)]],
-    DEAD_LETTERS: [[("created_at", ASCENDING)]],
-    PROGRESS: [[("finished_at", ASCENDING)]],
-}
-
 
 class UnknownCamera(LookupError):
     """A camera id that has no frames in the database."""
-
-
-def connect(settings: Settings, timeout_ms: int = 2000, query_timeout_ms: int = 30_000) -> MongoClient[dict[str, Any]]:
-    """A client that gives up quickly when MongoDB is down, so routes answer 503 instead of hanging.
-
-    ``timeout_ms`` bounds finding and connecting to the server; ``query_timeout_ms``
-    bounds waiting for one answer (seeding a large run on FerretDB needs more).
-    """
-    return MongoClient(
-        settings.mongo_uri.get_secret_value(),
-        tz_aware=True,
-        tzinfo=UTC,
-        serverSelectionTimeoutMS=timeout_ms,
-        connectTimeoutMS=timeout_ms,
-        socketTimeoutMS=query_timeout_ms,
-        appname="ipsp-serve",
-    )
-
-
-def ensure_indexes(db: Database[dict[str, Any]]) -> None:
-    """Create the indexes of :data:`INDEXES` (idempotent); called by writers, never by the API."""
-    for collection, specs in INDEXES.items():
-        for keys in specs:
-            db[collection].create_index(keys)
 
 
 # --- cameras -------------------------------------------------------------------------
@@ -110,14 +71,6 @@ def camera_status(window: Mapping[str, Any], frames: int) -> CameraStatus:
 
 
 # --- frames and windows --------------------------------------------------------------
-
-
-def _in_range(field: str, span: TimeRange) -> dict[str, Any]:
-    return {field: {"$gte": span.start, "$lt": span.end}}
-
-
-def _camera_filter(cameras: list[str]) -> dict[str, Any]:
-    return {"camera_id": {"$in": cameras}} if cameras else {}
 
 
 def frames_page(
@@ -275,8 +228,6 @@ def merge_windows(rows: Iterable[Mapping[str, Any]], bucket: timedelta) -> list[
 # FerretDB 1.24 sums field paths in $group wrongly (always 0 for dotted paths such as
 # "$counts.car", and 0 for any field once a {"$sum": 1} sits in the same $group), so
 # sums are taken in Python over a projection; windows are few (one per camera-minute).
-
-_MIX_PROJECTION = {"camera_id": 1, "frames": 1, "counts": 1}
 
 
 def _sum_counts(docs: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:

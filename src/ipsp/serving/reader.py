@@ -20,14 +20,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pymongo.database import Database
 
-from ipsp import rollups
+from ipsp import mongo, rollups
 from ipsp.serving.params import TimeRange
 
 T = TypeVar("T")
@@ -75,7 +75,7 @@ class ServingReader:
             fresh = self._state_at is not None and self._clock() - self._state_at <= self.state_ttl_s
             if fresh:
                 return self._state
-        doc = self.db[rollups.STATE].find_one({"_id": rollups.STATE_ID})
+        doc = self.db[mongo.STATE].find_one({"_id": rollups.STATE_ID})
         token = f"{doc['last_batch']}@{doc['written_at'].isoformat()}" if doc else ""
         with self._lock:
             if token != self._token:
@@ -106,10 +106,10 @@ class ServingReader:
         pipeline = {rollups.hour_key(finished), rollups.hour_key(finished - rollups.HOUR)}
         for collection, doc_id in list(self._docs):
             stale = (
-                collection in (rollups.CAMERAS, rollups.STATE)
-                or (collection == rollups.CAMERA_HOURS and doc_id.rpartition("|")[2] in hours)
-                or (collection == rollups.CAMERA_DAYS and doc_id.rpartition("|")[2] in days)
-                or (collection == rollups.PIPELINE_HOURS and doc_id in pipeline)
+                collection in (mongo.CAMERAS, mongo.STATE)
+                or (collection == mongo.CAMERA_HOURS and doc_id.rpartition("|")[2] in hours)
+                or (collection == mongo.CAMERA_DAYS and doc_id.rpartition("|")[2] in days)
+                or (collection == mongo.PIPELINE_HOURS and doc_id in pipeline)
             )
             if stale:
                 del self._docs[(collection, doc_id)]
@@ -164,10 +164,10 @@ class ServingReader:
         if state.get("last_hour") is not None:
             end = rollups.hour_floor(state["last_hour"]) + rollups.HOUR
             read += len(
-                self.documents(rollups.CAMERA_HOURS, rollups.camera_hour_ids(names, end - hours * rollups.HOUR, end))
+                self.documents(mongo.CAMERA_HOURS, rollups.camera_hour_ids(names, end - hours * rollups.HOUR, end))
             )
         end = rollups.hour_floor(state["last_batch_at"]) + rollups.HOUR
-        read += len(self.documents(rollups.PIPELINE_HOURS, rollups.pipeline_hour_ids(end - hours * rollups.HOUR, end)))
+        read += len(self.documents(mongo.PIPELINE_HOURS, rollups.pipeline_hour_ids(end - hours * rollups.HOUR, end)))
         return read
 
     # --- what the routes read -------------------------------------------------------------
@@ -176,13 +176,9 @@ class ServingReader:
         """Every camera's serving document by camera id (one small collection: one document per camera)."""
 
         def load() -> dict[str, dict[str, Any]]:
-            return {str(doc["_id"]): doc for doc in self.db[rollups.CAMERAS].find({})}
+            return {str(doc["_id"]): doc for doc in self.db[mongo.CAMERAS].find({})}
 
         return self.cached(("cameras",), load)
-
-    def frames_per_camera(self) -> dict[str, int]:
-        """Camera id -> frames in its windows (summed per day, kept through pruning)."""
-        return {camera: sum(int(d["frames"]) for d in doc["days"].values()) for camera, doc in self.cameras().items()}
 
     def window_rows(self, cameras: list[str], span: TimeRange) -> list[dict[str, Any]]:
         """Window rows of the cameras starting in the range; hour rows for ranges over :data:`HOURS_UP_TO`."""
@@ -190,10 +186,10 @@ class ServingReader:
         if span.span <= HOURS_UP_TO:
             ids = rollups.camera_hour_ids(names, span.start, span.end)
             _check_size(ids)
-            return rollups.windows_of_hours(self.documents(rollups.CAMERA_HOURS, ids), span.start, span.end)
+            return rollups.windows_of_hours(self.documents(mongo.CAMERA_HOURS, ids), span.start, span.end)
         ids = rollups.camera_day_ids(names, span.start, span.end)
         _check_size(ids)
-        return rollups.hours_of_days(self.documents(rollups.CAMERA_DAYS, ids), span.start, span.end)
+        return rollups.hours_of_days(self.documents(mongo.CAMERA_DAYS, ids), span.start, span.end)
 
     def first_window_start(self) -> datetime | None:
         """Start of the earliest window: the earliest camera-hour's first slot (one lookup per camera)."""
@@ -204,7 +200,7 @@ class ServingReader:
         ids = [rollups.camera_hour_id(camera, first_hour) for camera in sorted(self.cameras())]
         starts = [
             rollups.slot_start(doc["hour_start"], min(doc["windows"]))
-            for doc in self.documents(rollups.CAMERA_HOURS, ids)
+            for doc in self.documents(mongo.CAMERA_HOURS, ids)
             if doc["windows"]
         ]
         return min(starts, default=first_hour)
@@ -213,7 +209,7 @@ class ServingReader:
         """Batch entries that finished in the range, oldest first."""
         ids = rollups.pipeline_hour_ids(span.start, span.end)
         _check_size(ids)
-        return rollups.batches_of_hours(self.documents(rollups.PIPELINE_HOURS, ids), span.start, span.end)
+        return rollups.batches_of_hours(self.documents(mongo.PIPELINE_HOURS, ids), span.start, span.end)
 
 
 class _Answer:
@@ -257,8 +253,3 @@ def round_range(span: TimeRange, bucket: timedelta) -> TimeRange:
     low = start - start % size
     high = end if end % size == 0 else end - end % size + size
     return TimeRange(datetime.fromtimestamp(low, tz=UTC), datetime.fromtimestamp(high, tz=UTC))
-
-
-def params_key(values: Iterable[Any]) -> tuple[Any, ...]:
-    """A hashable cache key from parameter values (lists become sorted tuples)."""
-    return tuple(tuple(sorted(v)) if isinstance(v, list) else v for v in values)

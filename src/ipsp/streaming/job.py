@@ -49,9 +49,10 @@ from urllib.parse import urlparse
 from ipsp.config import Settings
 from ipsp.contracts import Counts, ModelRef, PipelineProgress, utc_now, window_id
 from ipsp.errors import UserError
+from ipsp.mongo import DEFAULT_RETRY_SECONDS, SinkUnavailable, connect, redact
 from ipsp.streaming.process import elapsed_ms, from_ms, latency_stats, to_ms
 from ipsp.streaming.serving_sink import write_serving
-from ipsp.streaming.sinks import DEFAULT_RETRY_SECONDS, MongoSink, SinkUnavailable, connect
+from ipsp.streaming.sinks import MongoSink
 from ipsp.streaming.state import (
     COUNT_FIELDS,
     BatchWindows,
@@ -441,14 +442,9 @@ def open_sink(settings: Settings, retry_seconds: float) -> MongoSink:
         sink.ping()
         sink.ensure_indexes()
     except SinkUnavailable as exc:
-        raise SinkUnavailable(f"MongoDB at {_redact(settings)} does not answer: {exc}") from exc
+        where = f"{redact(settings.mongo_uri.get_secret_value())} db={settings.mongo_db}"
+        raise SinkUnavailable(f"MongoDB at {where} does not answer: {exc}") from exc
     return sink
-
-
-def _redact(settings: Settings) -> str:
-    parsed = urlparse(settings.mongo_uri.get_secret_value())
-    host = parsed.hostname or "?"
-    return f"{parsed.scheme}://{host}:{parsed.port or 27017}/{settings.mongo_db}"
 
 
 # --- the query ----------------------------------------------------------------------------------

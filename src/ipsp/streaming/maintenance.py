@@ -24,16 +24,12 @@ from typing import Any
 
 import typer
 
-from ipsp import rollups
+from ipsp import mongo, rollups
 from ipsp.contracts import Counts, utc_now
 from ipsp.errors import ServiceUnavailable
+from ipsp.mongo import DEAD_LETTERS, PROGRESS, RESULTS, WINDOWS, connect, redact
 
 log = logging.getLogger(__name__)
-
-RESULTS = "analysis_results"
-WINDOWS = "traffic_windows"
-DEAD_LETTERS = "dead_letters"
-PROGRESS = "pipeline_progress"
 
 StatusOf = Callable[[str, float, int], str]
 
@@ -108,17 +104,17 @@ def rebuild_documents(
     cameras = rollups.fold_cameras({}, days.values(), hours.values(), now)
     pipeline, last = pipeline_documents(db, now)
     out = {
-        rollups.CAMERA_HOURS: hours,
-        rollups.CAMERA_DAYS: days,
-        rollups.CAMERAS: cameras,
-        rollups.PIPELINE_HOURS: pipeline,
-        rollups.STATE: {},
+        mongo.CAMERA_HOURS: hours,
+        mongo.CAMERA_DAYS: days,
+        mongo.CAMERAS: cameras,
+        mongo.PIPELINE_HOURS: pipeline,
+        mongo.STATE: {},
     }
     if last is not None:
         active = [h["hour_start"] for h in hours.values()]
         first = min(pipeline_started(pipeline), default=last["started_at"])
         state = rollups.state_document(None, last, active, now)
-        out[rollups.STATE] = {rollups.STATE_ID: {**state, "first_batch_at": first}}
+        out[mongo.STATE] = {rollups.STATE_ID: {**state, "first_batch_at": first}}
     return out
 
 
@@ -166,15 +162,12 @@ MONGO_DB_HELP = "MongoDB database (default: traffic_db)."
 
 
 def _unavailable(settings: Any, exc: Exception) -> ServiceUnavailable:
-    from ipsp.serving.cli import redact
-
     first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
     return ServiceUnavailable(f"MongoDB at {redact(settings.mongo_uri.get_secret_value())} failed: {first}")
 
 
 def _database(mongo_uri: str | None, mongo_db: str | None) -> tuple[Any, Any, Any]:
     from ipsp.config import load_settings
-    from ipsp.streaming.sinks import connect
 
     settings = load_settings(mongo_uri=mongo_uri, mongo_db=mongo_db)
     client = connect(settings.mongo_uri.get_secret_value(), timeout_ms=10_000)

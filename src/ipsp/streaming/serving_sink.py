@@ -20,8 +20,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from ipsp import rollups
+from ipsp import mongo, rollups
 from ipsp.contracts import utc_now
+from ipsp.mongo import with_retries
 
 
 class DocumentStore(Protocol):
@@ -46,8 +47,6 @@ class ServingWriter:
     # --- reads by _id, remembered -------------------------------------------------------
 
     def _get(self, collection: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        from ipsp.streaming.sinks import with_retries
-
         found: dict[str, dict[str, Any]] = {}
         for doc_id in sorted(set(ids)):
             key = (collection, doc_id)
@@ -63,8 +62,6 @@ class ServingWriter:
         return found
 
     def _put(self, collection: str, docs: Mapping[str, dict[str, Any]]) -> None:
-        from ipsp.streaming.sinks import with_retries
-
         keep = {k: v for k, v in docs.items() if not _is_empty(collection, v)}
         gone = sorted(set(docs) - set(keep))
         if keep:
@@ -96,40 +93,40 @@ class ServingWriter:
         """
         now = now or utc_now()
         hour_ids = {rollups.camera_hour_id(w["camera_id"], w["window_start"]) for w in windows}
-        hours = rollups.fold_hours(self._get(rollups.CAMERA_HOURS, hour_ids), windows, self.window_seconds, now)
+        hours = rollups.fold_hours(self._get(mongo.CAMERA_HOURS, hour_ids), windows, self.window_seconds, now)
         day_ids = {rollups.camera_day_id(h["camera_id"], h["hour_start"]) for h in hours.values()}
-        days = rollups.fold_days(self._get(rollups.CAMERA_DAYS, day_ids), hours.values(), now)
+        days = rollups.fold_days(self._get(mongo.CAMERA_DAYS, day_ids), hours.values(), now)
         camera_ids = {h["camera_id"] for h in hours.values()}
-        cameras = rollups.fold_cameras(self._get(rollups.CAMERAS, camera_ids), days.values(), hours.values(), now)
-        written = {rollups.CAMERA_HOURS: len(hours), rollups.CAMERA_DAYS: len(days), rollups.CAMERAS: len(cameras)}
-        self._put(rollups.CAMERA_HOURS, hours)
-        self._put(rollups.CAMERA_DAYS, days)
-        self._put(rollups.CAMERAS, cameras)
+        cameras = rollups.fold_cameras(self._get(mongo.CAMERAS, camera_ids), days.values(), hours.values(), now)
+        written = {mongo.CAMERA_HOURS: len(hours), mongo.CAMERA_DAYS: len(days), mongo.CAMERAS: len(cameras)}
+        self._put(mongo.CAMERA_HOURS, hours)
+        self._put(mongo.CAMERA_DAYS, days)
+        self._put(mongo.CAMERAS, cameras)
         if progress is not None:
             figures = rollups.batch_figures(progress, Counter(str(letter["stage"]) for letter in letters), letters)
             # the hour before too: a replayed batch may finish an hour after its first run
             finished = figures["finished_at"]
             near = {rollups.hour_key(finished), rollups.hour_key(finished - rollups.HOUR)}
             pipeline = rollups.fold_pipeline(
-                self._get(rollups.PIPELINE_HOURS, near), [(str(progress["_id"]), figures)], now
+                self._get(mongo.PIPELINE_HOURS, near), [(str(progress["_id"]), figures)], now
             )
-            self._put(rollups.PIPELINE_HOURS, pipeline)
-            written[rollups.PIPELINE_HOURS] = len(pipeline)
-            stored = self._get(rollups.STATE, [rollups.STATE_ID]).get(rollups.STATE_ID)
+            self._put(mongo.PIPELINE_HOURS, pipeline)
+            written[mongo.PIPELINE_HOURS] = len(pipeline)
+            stored = self._get(mongo.STATE, [rollups.STATE_ID]).get(rollups.STATE_ID)
             active = [h["hour_start"] for h in hours.values() if h["windows"]]
             touched = [h["hour_start"] for h in hours.values()]
             state = rollups.state_document(stored, progress, active, now, touched)
-            self._put(rollups.STATE, {rollups.STATE_ID: state})
-            written[rollups.STATE] = 1
+            self._put(mongo.STATE, {rollups.STATE_ID: state})
+            written[mongo.STATE] = 1
         return written
 
 
 def _is_empty(collection: str, doc: Mapping[str, Any]) -> bool:
-    if collection == rollups.CAMERA_HOURS:
+    if collection == mongo.CAMERA_HOURS:
         return not doc["windows"]
-    if collection == rollups.CAMERA_DAYS:
+    if collection == mongo.CAMERA_DAYS:
         return not doc["hours"]
-    if collection == rollups.PIPELINE_HOURS:
+    if collection == mongo.PIPELINE_HOURS:
         return not doc["batches"]
     return False
 

@@ -14,53 +14,22 @@ Results (one per event) are ordered by their Kafka (partition, offset): a
 stored copy from a later record is never overwritten, whichever task writes
 last, because the replace is one conditional upsert (see :meth:`MongoSink.write_results`).
 
-A server that is down is retried with a bounded exponential backoff; past the
-deadline :class:`SinkUnavailable` is raised so the batch, and the query, fail
+A server that is down is retried with a bounded exponential backoff
+(:func:`ipsp.mongo.with_retries`); past the deadline
+:class:`~ipsp.mongo.SinkUnavailable` is raised so the batch, and the query, fail
 loudly instead of skipping data. Spark has not committed the batch then, so a
 restart replays it from the checkpoint.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
+from ipsp import mongo
 from ipsp.contracts import AnalysisResult, Contract, DeadLetter, PipelineProgress, TrafficWindow
-from ipsp.errors import ServiceUnavailable
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-RESULTS = "analysis_results"
-WINDOWS = "traffic_windows"
-DEAD_LETTERS = "dead_letters"
-PROGRESS = "pipeline_progress"
-
-#: indexes of CONTRACTS.md section 3, created (idempotently) when the job starts
-INDEXES: dict[str, list[list[tuple[str, int]]]] = {
-    RESULTS: [[("camera_id", 1), ("event_time", 1)], [("event_time", 1)]],
-    WINDOWS: [[("camera_id", 1), ("window_start", 1)]],
-    DEAD_LETTERS: [[("created_at", 1)], [("stage", 1)]],
-    PROGRESS: [[("query", 1), ("batch_id", 1)]],
-}
-
-#: default time a write keeps retrying a server that does not answer
-DEFAULT_RETRY_SECONDS = 60.0
-MAX_BACKOFF_SECONDS = 8.0
-
-
-class SinkUnavailable(ServiceUnavailable):
-    """MongoDB did not accept a write within the retry deadline."""
-
-
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    from pymongo import errors
-
-    return (errors.AutoReconnect, errors.ConnectionFailure, errors.NetworkTimeout, errors.ServerSelectionTimeoutError)
+from ipsp.mongo import DEAD_LETTERS, DEFAULT_RETRY_SECONDS, PROGRESS, RESULTS, WINDOWS, with_retries
 
 
 def kafka_position(doc: Mapping[str, Any]) -> tuple[int, int]:
@@ -80,60 +49,6 @@ def supersedes(new: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
     return bool((new.get("model") or {}).get("sha256") != (stored.get("model") or {}).get("sha256"))
 
 
-def _only_duplicate_keys(exc: BaseException) -> bool:
-    # two upserts of one _id can race to insert; the loser gets 11000 and simply retries
-    from pymongo.errors import BulkWriteError, DuplicateKeyError
-
-    if isinstance(exc, DuplicateKeyError):
-        return True
-    if isinstance(exc, BulkWriteError):
-        errors = exc.details.get("writeErrors", [])
-        return bool(errors) and all(e.get("code") == 11000 for e in errors)
-    return False
-
-
-def with_retries(action: Callable[[], T], what: str, retry_seconds: float = DEFAULT_RETRY_SECONDS) -> T:
-    """Run ``action``; on a transient MongoDB error retry with backoff until ``retry_seconds`` passed."""
-    deadline = time.monotonic() + retry_seconds
-    delay = 0.5
-    attempt = 1
-    while True:
-        try:
-            return action()
-        except Exception as exc:
-            if not (isinstance(exc, _transient_errors()) or _only_duplicate_keys(exc)):
-                raise
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise SinkUnavailable(
-                    f"MongoDB did not accept {what} after {attempt} attempts over {retry_seconds:.0f}s: "
-                    f"{_one_line(exc)}"
-                ) from exc
-            log.warning("MongoDB %s failed (attempt %d, retrying in %.1fs): %s", what, attempt, delay, _one_line(exc))
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
-            attempt += 1
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:300]
-
-
-def connect(uri: str, timeout_ms: int = 5000) -> Any:
-    """A pymongo client that fails fast on an absent server (the retry loop does the waiting)."""
-    from pymongo import MongoClient
-
-    return MongoClient(
-        uri,
-        serverSelectionTimeoutMS=timeout_ms,
-        connectTimeoutMS=timeout_ms,
-        socketTimeoutMS=max(timeout_ms * 6, 30000),
-        tz_aware=True,
-        retryWrites=False,
-    )
-
-
 class MongoSink:
     """The four collections of one database, written idempotently by ``_id``."""
 
@@ -145,14 +60,8 @@ class MongoSink:
     # --- setup ------------------------------------------------------------------------
 
     def ensure_indexes(self) -> None:
-        """Create the contract's indexes (a no-op when they exist)."""
-        for collection, indexes in INDEXES.items():
-            for keys in indexes:
-
-                def create(c: str = collection, k: list[tuple[str, int]] = keys) -> str:
-                    return str(self.db[c].create_index(k))
-
-                with_retries(create, f"create_index on {collection}", self.retry_seconds)
+        """Create the indexes of :data:`ipsp.mongo.INDEXES` (a no-op when they exist)."""
+        mongo.ensure_indexes(self.db, self.retry_seconds)
 
     def ping(self) -> None:
         """Check the server answers (within the retry deadline)."""

@@ -236,7 +236,8 @@ def get_reader(settings: Settings) -> Any:
 
 def get_sink(settings: Settings, retry_seconds: float) -> Any:
     """The worker's MongoDB sink (one client per process; pymongo clients must not cross a fork)."""
-    from ipsp.streaming.sinks import MongoSink, connect
+    from ipsp.mongo import connect
+    from ipsp.streaming.sinks import MongoSink
 
     key = (settings.mongo_uri.get_secret_value(), settings.mongo_db, os.getpid())
     with _LOCK:

@@ -3,9 +3,9 @@
 // 1. Users: the writer (stream job) and the reader (API) take their names and passwords from
 //    the URIs in their own Secrets (APP_MONGO_URI, API_MONGO_URI), so each credential is written
 //    down once. An existing user gets its password and roles reset (that is how rotation works).
-// 2. Indexes: the contract's (CONTRACTS.md section 3) plus those the API's queries sort on.
-//    The stream job also creates the contract's indexes itself; the API's read-only user cannot,
-//    so they are made here. tests/unit/test_k8s_policy.py checks this list against the code.
+// 2. Indexes: the contract's (CONTRACTS.md section 3) plus the time fields `ipsp prune` deletes by.
+//    The stream job also creates them itself; the API's read-only user cannot, so they are made
+//    here. tests/unit/test_k8s.py checks this list equals ipsp.mongo.INDEXES.
 const dbName = process.env.IPSP_MONGO_DB;
 
 // BEGIN INDEXES

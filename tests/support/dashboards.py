@@ -5,7 +5,8 @@ this module walks the dashboard JSON (panels, nested rows, template variables),
 picks out every Infinity query, substitutes Grafana's variables (``${__from}``,
 ``${__to}``, ``${camera:csv}`` ...) the way Grafana does before the plugin sends
 the request, and returns the path, parameters and the fields the panel reads.
-The unit tests check the structure; the integration tests send the requests.
+The unit tests check the structure; the integration tests and ``make bench-serve``
+send the requests (which is why this lives here, not in the runtime package).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import yaml
 
 from ipsp.contracts import format_time
 
-INFINITY_PLUGIN = "yesoreyeram-infinity-datasource"
 GRID_COLUMNS = 24
 
 # ${name}, ${name:format}, ${name:date:iso}, $name and [[name]] (Grafana's variable syntaxes)

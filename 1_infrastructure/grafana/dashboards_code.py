@@ -1,18 +1,19 @@
 """The two provisioned Grafana dashboards, built in code with Grafana Labs' grafana-foundation-sdk.
 
-``1_infrastructure/grafana/dashboards/*.json`` is generated from this module and
-checked in (Grafana provisions plain JSON files). Regenerate after a change here:
+``dashboards/*.json`` next to this script is generated from it and checked in
+(Grafana provisions plain JSON files). Regenerate after a change here:
 
-    python -m ipsp.serving.dashboards_code --write     (or: make dashboards)
+    python 1_infrastructure/grafana/dashboards_code.py --write     (or: make dashboards)
 
 ``--check`` exits non-zero when the checked-in files differ from the code. The
-SDK is a dev dependency: only this command and the tests import this module,
-never the API (``ipsp serve`` runs without it).
+SDK is a dev dependency, so this dev tool lives beside the files it writes, not
+in the ``ipsp`` package: only this command and the tests (pytest puts this
+folder on its path) import it, never the API (``ipsp serve`` runs without it).
 
 The SDK has no builder for the Infinity datasource's query, so ``InfinityTarget``
 below is one, implementing the SDK's ``Dataquery`` variant and ``Builder`` protocol.
 What each target asks the API (url, params, columns) is what the API tests resolve
-and send, see ``ipsp.serving.dashboards``.
+and send, see ``tests/support/dashboards.py``.
 """
 
 from __future__ import annotations
@@ -36,13 +37,13 @@ from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models import heatmap as heatmap_model
 from grafana_foundation_sdk.models import piechart as piechart_model
 
-from ipsp.serving.dashboards import INFINITY_PLUGIN
 from ipsp.serving.models import ClassCounts
 
+INFINITY_PLUGIN = "yesoreyeram-infinity-datasource"
 DATASOURCE_UID = "ipsp-traffic-api"  # fixed uid of 1_infrastructure/grafana/datasources/infinity.yaml
 DATASOURCE = model.DataSourceRef(type_val=INFINITY_PLUGIN, uid=DATASOURCE_UID)
-# the repository's provisioning folder (the generator runs from a source checkout: dev extra, editable install)
-DEFAULT_FOLDER = Path(__file__).resolve().parents[3] / "1_infrastructure" / "grafana" / "dashboards"
+# the provisioning folder beside this script
+DEFAULT_FOLDER = Path(__file__).resolve().parent / "dashboards"
 REFRESH_INTERVALS = ["10s", "30s", "1m", "5m", "15m"]
 TIME_RANGE = ("now-6h", "now")  # the API warms its cache for this span (IPSP_API_WARM_HOURS)
 BUCKETS = ["1m", "5m", "15m", "30m", "1h"]
@@ -477,7 +478,7 @@ def write_files(folder: Path) -> list[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: print, ``--write`` or ``--check`` the generated dashboards."""
     parser = argparse.ArgumentParser(
-        prog="python -m ipsp.serving.dashboards_code",
+        prog="python 1_infrastructure/grafana/dashboards_code.py",
         description="Generate the provisioned Grafana dashboards from code (grafana-foundation-sdk).",
     )
     action = parser.add_mutually_exclusive_group()
