@@ -184,26 +184,26 @@ def frames_per_camera(images: Path) -> int:
 
 def summarize(settings: Any, run: DemoRun, span: tuple[datetime, datetime]) -> tuple[list[CameraRow], dict[str, int]]:
     """Per-camera rows for this run's events (event times within ``span``), and the collection sizes."""
-    from pymongo import MongoClient
+    from ipsp import mongo
 
-    client: Any = MongoClient(settings.mongo_uri.get_secret_value(), tz_aware=True, serverSelectionTimeoutMS=5000)
+    client = mongo.connect(settings.mongo_uri.get_secret_value())
     try:
         db = client[settings.mongo_db]
         rows: dict[str, CameraRow] = {}
         fields = {"camera_id": 1, "counts": 1, "density_percent": 1}
         events = {"event_time": {"$gte": span[0], "$lte": span[1]}}
-        for doc in db.analysis_results.find(events, fields):
+        for doc in db[mongo.RESULTS].find(events, fields):
             row = rows.setdefault(doc["camera_id"], CameraRow(doc["camera_id"]))
             row.frames += 1
             row.density_sum += float(doc["density_percent"])
             for key in row.counts:
                 row.counts[key] += int(doc["counts"].get(key, 0))
-        for doc in db.dead_letters.find({"kafka.topic": run.topic}, {"camera_id": 1}):
+        for doc in db[mongo.DEAD_LETTERS].find({"kafka.topic": run.topic}, {"camera_id": 1}):
             camera = doc.get("camera_id") or "(unknown)"
             rows.setdefault(camera, CameraRow(camera)).dead_letters += 1
         for row in rows.values():
             latest = list(
-                db.traffic_windows.find({"camera_id": row.camera_id}, {"traffic_status": 1})
+                db[mongo.WINDOWS].find({"camera_id": row.camera_id}, {"traffic_status": 1})
                 .sort("window_start", -1)
                 .limit(1)
             )
