@@ -18,6 +18,11 @@ alternate the parties, each round in this order:
    database, from the first batch's start to the last batch's end
    (``pipeline_fps``).
 
+4. the pipeline at full speed with ``--baseline-model`` (default ``centernet``, the
+   default before the fine-tuned ``traffic`` model) on the same feed, so a change of
+   default model is a throughput ratio measured in the same run
+   (``baseline_model.ratio`` = the median of pipeline_fps / baseline pipeline_fps).
+
 ``efficiency`` = the median over the rounds of pipeline_fps / detector_fps
 (goal >= 0.9); ``seed_style_speedup`` = the median of pipeline_fps /
 seed_style_fps. Each phase records its CPU-seconds per frame and the share of
@@ -397,7 +402,7 @@ def per_frame(cpu: dict[str, Any], frames: int, part: str = "pipeline (driver, J
 
 
 def one_round(settings: Settings, uri: str, refs: list[tuple[str, str]], rows: list[tuple[str, str, str]],
-              tag: str, slots: int, spark: Any, seed_cameras: int) -> dict[str, Any]:  # fmt: skip
+              tag: str, slots: int, spark: Any, seed_cameras: int, baseline: str) -> dict[str, Any]:  # fmt: skip
     """One round of every party, in a fixed order; figures of each."""
     from ipsp.localstack import stack
 
@@ -431,8 +436,18 @@ def one_round(settings: Settings, uri: str, refs: list[tuple[str, str]], rows: l
     best = max(single["fps"], parallel["fps"])
     say(f"pipeline: {pipeline_fps:.2f} frames/s -> efficiency {pipeline_fps / best:.3f}")
     stats = latency_stats(report.latencies_ms)
+    shutil.rmtree(Path(settings.home) / "shard-cache", ignore_errors=True)
+    base_settings = settings.model_copy(
+        update={"model": baseline, "input_size": "", "mongo_db": settings.mongo_db + "b"}
+    )
+    base_full, base_report = full_speed(base_settings, uri, tag + "-base")
+    base_fps = fps_of(base_report.progress)
+    say(f"pipeline with {baseline}: {base_fps:.2f} frames/s -> ratio {pipeline_fps / max(base_fps, 1e-9):.3f}")
     return {
         "pipeline_fps": round(pipeline_fps, 3),
+        "baseline_pipeline_fps": round(base_fps, 3),
+        "baseline_ratio": round(pipeline_fps / max(base_fps, 1e-9), 3),
+        "baseline_full_speed": {**base_full, "cpu_s_per_frame": per_frame(base_full["cpu"], base_report.rows)},
         "pipeline_fps_after_first_batch": round(fps_of(report.progress, skip_first=True), 3),
         "detector_fps": best,
         "efficiency": round(pipeline_fps / best, 3),
@@ -465,6 +480,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed-cameras", type=int, default=5, help="cameras the seed-style job runs on (default 5)")
     parser.add_argument("--cpus", default="all", help="CPU set every party is pinned to: all, or e.g. 0-1")
     parser.add_argument("--half-load-seconds", type=float, default=60.0, help="length of the half-load phase")
+    parser.add_argument("--baseline-model", default="centernet", help="model of the baseline pipeline run")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
     args = parser.parse_args(argv)
 
@@ -491,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
     for number in range(args.runs):
         say(f"round {number + 1} of {args.runs} on CPUs {cpus} (load {os.getloadavg()[0]:.1f})")
         rounds.append(one_round(load_settings(mongo_db=f"{db}_full{number}"), uri, refs, rows, f"{tag}-{number}",
-                                slots, spark, args.seed_cameras))  # fmt: skip
+                                slots, spark, args.seed_cameras, args.baseline_model))  # fmt: skip
 
     def median(key: str) -> float:
         return round(statistics.median(r[key] for r in rounds), 3)
@@ -509,6 +525,14 @@ def main(argv: list[str] | None = None) -> None:
         "latency_p50_ms": half["latency_p50_ms"],
         "latency_p95_ms": half["latency_p95_ms"],
         "efficiency_runs": [r["efficiency"] for r in rounds],
+        "baseline_model": {
+            "name": args.baseline_model,
+            "pipeline_fps": median("baseline_pipeline_fps"),
+            "ratio": median("baseline_ratio"),
+            "ratio_runs": [r["baseline_ratio"] for r in rounds],
+            "ratio_definition": "pipeline_fps with the default model / with the baseline model, same feed, "
+            "CPU set and round; median of the rounds",
+        },
         "efficiency_definition": "pipeline_fps / the faster of one multi-threaded detector process and one "
         "single-thread process per core, same CPU set, model, backend and frames; median of the rounds",
         "seed_style_fps": median("seed_style_fps"),
@@ -547,7 +571,7 @@ def main(argv: list[str] | None = None) -> None:
     from pymongo import MongoClient
 
     client: Any = MongoClient(settings.mongo_uri.get_secret_value())
-    for name in [*(f"{db}_full{n}" for n in range(args.runs)), half_settings.mongo_db]:
+    for name in [*(f"{db}_full{n}{suffix}" for n in range(args.runs) for suffix in ("", "b")), half_settings.mongo_db]:
         client.drop_database(name)
 
 

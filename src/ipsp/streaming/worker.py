@@ -199,7 +199,7 @@ def pin_threads(threads: int) -> None:
 def get_detector(ctx: JobContext) -> Any:
     """The worker's detector for this model (loaded on first use, then reused)."""
     threads = task_cores(ctx.settings)
-    key = (ctx.model_ref, threads, ctx.settings.batch_size)
+    key = (ctx.model_ref, ctx.settings.input_size, threads, ctx.settings.batch_size)
     with _LOCK:
         detector = _DETECTORS.get(key)
         if detector is None:
