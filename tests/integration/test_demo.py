@@ -77,7 +77,15 @@ def test_demo_end_to_end_and_rerun_is_harmless(demo_db: tuple[dict[str, str], An
     totals = sum(d["counts"]["total"] for d in db.analysis_results.find({}, {"counts": 1}))
     assert sum(counts["total"] for _, counts in first.values()) == totals
 
-    # a second run: same frames, same event clock -> the same documents, nothing doubled
-    run_demo(env, "--no-report")
+    # a second run: same frames, same event clock -> the same documents, nothing doubled, the same summary
+    again = run_demo(env, "--no-report")
     assert db.analysis_results.count_documents({}) == FRAMES
     assert windows_of(db) == first
+    assert summary_rows(again) == summary_rows(out), again
+
+
+def summary_rows(out: str) -> list[str]:
+    """The per-camera summary's camera and 'all' rows as printed."""
+    rows = [line for line in out.splitlines() if re.match(r"^\W*(cam_\d+|all)\s", line)]
+    assert len(rows) == CAMERAS + 1, out
+    return rows
