@@ -11,10 +11,12 @@ BASE_STAMP := $(VENV)/.installed-base
 DEV_STAMP := $(VENV)/.installed-dev
 FRAMES ?= 600
 PREREQS := 1_infrastructure/local/prereqs.sh
+# labelled frames for `make train` (YOLO format); the default is the hand-labelled camera beside the checkout
+DATA ?= ../shared/data/vn-traffic-cam01/data.yaml
 # bench-produce and bench-serve reuse tests/support (test-only helpers), as pytest does with pythonpath = ["tests"]
 
 .PHONY: help prereqs-demo prereqs-test setup setup-dev fetch up down status demo test lint unit integration bench \
-        k8s-up k8s-down dashboards bench-pack bench-produce bench-detect bench-fidelity bench-pipeline bench-serve bench-soak clean
+        k8s-up k8s-down dashboards train bench-pack bench-produce bench-detect bench-fidelity bench-pipeline bench-serve bench-soak clean
 
 help: ## list targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -73,6 +75,10 @@ integration: setup-dev up k8s-up ## integration tests against the real local sta
 
 test: prereqs-test lint up k8s-up ## everything CI runs: lint, unit and integration tests
 	$(BIN)/pytest tests
+
+train: setup-dev ## fine-tune the traffic detector on DATA (YOLO data.yaml), register it, ship it as the default
+	$(IPSP) train --data $(DATA) --name traffic
+	$(IPSP) model promote traffic
 
 bench: bench-detect bench-fidelity bench-pack bench-produce bench-pipeline bench-serve ## all benchmarks
 

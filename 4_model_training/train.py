@@ -1,7 +1,8 @@
 """Model training (the script name the user knows): the same flags as ``ipsp train``.
 
-Example: ``python 4_model_training/train.py --synthetic 160 --name yolo-traffic``
-or ``python 4_model_training/train.py --data /data/traffic/data.yaml --epochs 100 --device 0``
+Example: ``python 4_model_training/train.py --data ../shared/data/vn-traffic-cam01/data.yaml``
+(fine-tunes the shipped CenterNet), or with Ultralytics and your own weights
+``python 4_model_training/train.py --data data.yaml --weights yolov8s.pt --device 0``
 """
 
 import sys
