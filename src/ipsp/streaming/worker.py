@@ -163,7 +163,7 @@ class TaskOutput:
 # --- per-process caches (live in the Python worker, never pickled) -------------------
 
 _LOCK = threading.Lock()
-_DETECTORS: dict[tuple[str, int, int], Any] = {}
+_DETECTORS: dict[tuple[str, str, int, int], Any] = {}
 _READERS: dict[str, Any] = {}
 _SINKS: dict[tuple[str, str, int], Any] = {}
 _CAMERAS: dict[str, Any] = {}
