@@ -91,12 +91,14 @@ class Settings(BaseSettings):
     mongo_db: str = Field("traffic_db", description="MongoDB database.")
 
     # detection
-    model: str = Field("centernet", description="Model to load: registry name[:version] or a file path.")
+    # model, score_threshold and input_size: the fidelity table's choice (benchmarks/results/fidelity.json)
+    model: str = Field("traffic", description="Model to load: registry name[:version] or a file path.")
     model_registry_uri: str = Field("", description="Model registry root (default: <storage_uri>/models).")
-    score_threshold: float = Field(0.3, ge=0.0, le=1.0, description="Minimum detection score.")
+    score_threshold: float = Field(0.4, ge=0.0, le=1.0, description="Minimum detection score.")
     input_size: str = Field(
-        "", pattern=r"^(\d+x\d+)?$",
-        description="Model input WIDTHxHEIGHT for models with a free input size (empty: the size the model names).",
+        "768x448", pattern=r"^(\d+x\d+)?$",
+        description="Model input WIDTHxHEIGHT for models whose graph leaves the size free (others keep theirs; "
+        "empty: the size the model names).",
     )  # fmt: skip
     batch_size: int = Field(8, ge=1, le=256, description="Frames per inference batch.")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads (0: the task's cores).")

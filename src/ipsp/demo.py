@@ -203,7 +203,8 @@ def summarize(settings: Any, run: DemoRun, span: tuple[datetime, datetime]) -> t
             rows.setdefault(camera, CameraRow(camera)).dead_letters += 1
         for row in rows.values():
             latest = list(
-                db[mongo.WINDOWS].find({"camera_id": row.camera_id}, {"traffic_status": 1})
+                db[mongo.WINDOWS]
+                .find({"camera_id": row.camera_id}, {"traffic_status": 1})
                 .sort("window_start", -1)
                 .limit(1)
             )

@@ -6,6 +6,7 @@ batch size (the batch is cut into chunks of that size, the last one padded).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,8 @@ import numpy as np
 from ipsp.detection.errors import ModelError
 from ipsp.detection.postprocess import Boxes, decode
 from ipsp.detection.spec import ModelSpec, spec_from_onnx_metadata
+
+log = logging.getLogger(__name__)
 
 
 def available_cores() -> int:
@@ -109,16 +112,16 @@ class OnnxBackend:
             raise ModelError(f"{path}: unknown outputs: NanoDet rows of {fixed[2]} values, expected {nc} + 44")
 
     def set_input_size(self, size: tuple[int, int]) -> None:
-        """Run at another ``(height, width)``: only a graph whose spatial axes are free accepts it."""
+        """Run at another ``(height, width)`` when the graph leaves its spatial axes free.
+
+        A graph with a fixed size keeps it (the setting is for models that can change
+        size, so one deployment-wide ``IPSP_INPUT_SIZE`` never breaks a fixed model).
+        """
         shape = self.session.get_inputs()[0].shape
         spatial = shape[1:3] if self.spec.layout == "NHWC" else shape[2:4]
         if any(isinstance(d, int) for d in spatial):
-            if tuple(spatial) == tuple(size):
-                return
-            raise ModelError(
-                f"{self.spec.path}: the graph fixes its input to {spatial[1]}x{spatial[0]}; "
-                f"it cannot run at {size[1]}x{size[0]} (unset IPSP_INPUT_SIZE)"
-            )
+            log.info("%s: fixed input %s, IPSP_INPUT_SIZE %sx%s not applied", self.spec.path.name, spatial, *size[::-1])
+            return
         if size[0] % 32 or size[1] % 32:
             raise ModelError(f"input size {size[1]}x{size[0]}: width and height must be multiples of 32")
         self.spec = replace(self.spec, input_size=(int(size[0]), int(size[1])))

@@ -247,7 +247,9 @@ def export_onnx(
         "ipsp.input_layout": "NHWC",
         "ipsp.input_range": "0-255",
         "ipsp.channel_order": "RGB",
-        "ipsp.resize": "stretch",
+        # letterbox keeps a 4:3 camera's vehicles the shape the 16:9 training frames showed (bench-fidelity:
+        # footage recall 0.87 -> 0.95 at 768x448, score 0.3); on 16:9 frames it is the same as a stretch
+        "ipsp.resize": "letterbox",
         "task": "detect",
         **extra,
     }
@@ -258,16 +260,6 @@ def export_onnx(
     return out
 
 
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
 def to_tensor(batch: list[np.ndarray]) -> torch.Tensor:
     """RGB uint8 HWC images of one size -> float NCHW 0..255."""
     return torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().contiguous()
-
-
-def state_summary(net: nn.Module) -> dict[str, Any]:
-    """What a checkpoint records about the network besides its weights."""
-    return {"parameters": count_parameters(net)}

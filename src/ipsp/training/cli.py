@@ -62,6 +62,8 @@ def train(
                            settings, min_map50)  # fmt: skip
         return
     assert data is not None
+    import logging
+
     from ipsp.detection.registry import resolve_model
     from ipsp.training.finetune import FinetuneConfig, run
 
@@ -71,6 +73,7 @@ def train(
     cfg.batch = batch or cfg.batch
     if imgsz:
         cfg.input_hw = parse_size(imgsz)
+    logging.getLogger("ipsp.training").setLevel(logging.INFO)  # one line per epoch, also into a log file
     command = "ipsp " + shlex.join(sys.argv[1:])
     result = run(cfg, command)
     for split, m in result.metrics.items():

@@ -182,7 +182,7 @@ def train_network(cfg: FinetuneConfig, dataset: Dataset, train: list[Sample]) ->
             running = 0.9 * running + 0.1 * loss.item() if i else loss.item()
             bar.set_postfix(loss=f"{running:.3f}", heat=f"{float(heat_loss):.3f}", box=f"{float(box_loss):.3f}")
         torch.save({"state_dict": net.state_dict(), "epoch": epoch + 1, "names": dataset.names}, checkpoint)
-        log.warning("epoch %d/%d: loss %.3f, checkpoint %s", epoch + 1, cfg.epochs, running, checkpoint)
+        log.info("epoch %d/%d: loss %.3f, checkpoint %s", epoch + 1, cfg.epochs, running, checkpoint)
     net.eval()
     return net, checkpoint
 
