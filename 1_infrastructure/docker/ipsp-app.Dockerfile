@@ -32,7 +32,7 @@ RUN apt-get update \
     && mkdir -p /var/lib/ipsp \
     && chown "$IPSP_UID:$IPSP_UID" /var/lib/ipsp
 COPY --from=venv /opt/venv /opt/venv
-# the shipped default detector (IPSP_MODEL=centernet); trained models come from the registry
+# the shipped detectors (default IPSP_MODEL=traffic); newer trained versions come from the registry
 COPY 4_model_training/models /opt/ipsp/models
 ENV PATH=/opt/venv/bin:$PATH \
     IPSP_MODELS_DIR=/opt/ipsp/models \

@@ -53,7 +53,7 @@ RUN apt-get update \
     && chown "$IPSP_UID:$IPSP_UID" /opt/spark/work-dir /var/lib/ipsp
 COPY --from=jre /opt/java/openjdk /opt/java/openjdk
 COPY --from=venv /opt/venv /opt/venv
-# the shipped default detector (IPSP_MODEL=centernet); trained models come from the registry
+# the shipped detectors (default IPSP_MODEL=traffic); newer trained versions come from the registry
 COPY 4_model_training/models /opt/ipsp/models
 COPY --chmod=0755 1_infrastructure/docker/spark-entrypoint.sh /opt/ipsp/spark-entrypoint.sh
 COPY --chmod=0644 1_infrastructure/docker/spark-main.py /opt/ipsp/spark-main.py

@@ -60,7 +60,10 @@ def stream(
         None, "--mongo-db", envvar="IPSP_MONGO_DB", help="MongoDB database (default: traffic_db)."
     ),
     model: str | None = typer.Option(
-        None, "--model", envvar="IPSP_MODEL", help="Model: registry name[:version] or a file (default: centernet)."
+        None,
+        "--model",
+        envvar="IPSP_MODEL",
+        help="Model: registry name[:version], a shipped name or a file (default: traffic).",
     ),
     batch_size: int | None = typer.Option(
         None, "--batch-size", min=1, envvar="IPSP_BATCH_SIZE", help="Frames per inference batch (default 8)."
