@@ -1,4 +1,5 @@
-"""Training: a synthetic labelled set, Ultralytics YOLO training, validation, ONNX export, registry push.
+"""Training: fine-tune the shipped CenterNet on labelled traffic frames (``finetune``), or train YOLO with Ultralytics.
 
-``ipsp train`` drives it; it needs the ``train`` extra (ultralytics, torch, onnx).
+``ipsp train`` drives both; they need the ``train`` extra (torch, onnx, onnx2torch, ultralytics).
+The dataset reading, augmentations and targets (``dataset``, ``augment``, ``targets``) need no torch.
 """
