@@ -1,8 +1,10 @@
-"""``ipsp detect`` on the bus photo shipped in the ultralytics wheel, with the default (shipped) model.
+"""``ipsp detect`` and ``inference.py`` on the bus photo shipped in the ultralytics wheel, with the shipped COCO model.
 
 The photo is found in the installed wheel at test time (never copied into the
 repository). Expected from the shipped CenterNet at score >= 0.3: the bus and at
-least two of the three persons.
+least two of the three persons. (The default ``traffic`` model is trained for
+traffic-camera views and knows no persons; ``make bench-fidelity`` measures it on road
+frames, and the demo test runs it on the road footage.)
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ def run(cmd: list[str], home: Path) -> subprocess.CompletedProcess[str]:
     [[sys.executable, "-m", "ipsp.cli", "detect"], [sys.executable, "4_model_training/inference.py"]],
     ids=["ipsp-detect", "inference.py"],
 )
-def test_default_model_finds_the_bus_and_the_people(entry: list[str], tmp_path: Path) -> None:
-    done = run([*entry, str(bus_photo()), "--format", "jsonl", "--no-progress"], tmp_path / "home")
+def test_coco_model_finds_the_bus_and_the_people(entry: list[str], tmp_path: Path) -> None:
+    args = [str(bus_photo()), "--model", "centernet", "--score", "0.3", "--format", "jsonl", "--no-progress"]
+    done = run([*entry, *args], tmp_path / "home")
     assert done.returncode == 0, done.stderr
     (record,) = [json.loads(line) for line in done.stdout.splitlines()]
     assert record["path"] == str(bus_photo())
@@ -50,4 +53,4 @@ def test_default_model_finds_the_bus_and_the_people(entry: list[str], tmp_path: 
     buses = [d for d in record["detections"] if d["cls"] == "bus"]
     _, _, w, h = buses[0]["box_xywh"]
     assert w > 500 and h > 300  # the bus fills most of the 810x1080 photo's width
-    assert all(d["conf"] >= 0.3 for d in record["detections"])  # the default score threshold
+    assert all(d["conf"] >= 0.3 for d in record["detections"])  # the score threshold asked for
