@@ -194,7 +194,7 @@ def evaluate(onnx_path: Path, frames: list[Sample], names: dict[int, str], weath
     from ipsp.detection.metrics import CamerasConfig
     from ipsp.detection.types import Detections
 
-    detector = load_detector(onnx_path, batch_size=1)
+    detector = load_detector(onnx_path, batch_size=1, input_size="")  # at the size it was trained for
     cfg = CamerasConfig()
     score = Score()
     for number, sample in enumerate(frames):
