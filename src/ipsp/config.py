@@ -91,14 +91,15 @@ class Settings(BaseSettings):
     mongo_db: str = Field("traffic_db", description="MongoDB database.")
 
     # detection
-    # model, score_threshold and input_size: the fidelity table's choice (benchmarks/results/fidelity.json)
+    # model and score_threshold: the fidelity table's choice (benchmarks/results/fidelity.json); its input
+    # size ships in the model's record (4_model_training/models/<name>.provenance.json, "input_size")
     model: str = Field("traffic", description="Model to load: registry name[:version] or a file path.")
     model_registry_uri: str = Field("", description="Model registry root (default: <storage_uri>/models).")
     score_threshold: float = Field(0.4, ge=0.0, le=1.0, description="Minimum detection score.")
     input_size: str = Field(
-        "768x448", pattern=r"^(\d+x\d+)?$",
+        "", pattern=r"^(\d+x\d+)?$",
         description="Model input WIDTHxHEIGHT for models whose graph leaves the size free (others keep theirs; "
-        "empty: the size the model names).",
+        "empty: the size the shipped model's record names, else the model's own).",
     )  # fmt: skip
     batch_size: int = Field(8, ge=1, le=256, description="Frames per inference batch.")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads (0: the task's cores).")

@@ -26,7 +26,7 @@ def test_settings_defaults_are_the_tables_choice() -> None:
     fields = Settings.model_fields
     assert fields["model"].default == row["name"]
     assert fields["score_threshold"].default == options["score_threshold"]
-    assert fields["input_size"].default == options["input_size_setting"]
+    assert fields["input_size"].default == ""  # the size ships with the model (next test), not deployment-wide
     assert options["tiles"] == 0, "sliced inference has no setting: a sliced row cannot be the default"
 
 
@@ -41,7 +41,7 @@ def test_the_deployment_runs_the_tables_choice() -> None:
     )
     assert params["IPSP_MODEL"] == row["name"]
     assert float(params["IPSP_SCORE_THRESHOLD"]) == options["score_threshold"]
-    assert params["IPSP_INPUT_SIZE"] == options["input_size_setting"]
+    assert params["IPSP_INPUT_SIZE"] == ""
 
 
 def test_the_chosen_model_ships_with_its_provenance_and_the_measured_bytes() -> None:
@@ -49,3 +49,6 @@ def test_the_chosen_model_ships_with_its_provenance_and_the_measured_bytes() -> 
     record = json.loads((MODELS / f"{row['name']}.provenance.json").read_text())
     path = MODELS / record["file"]
     assert sha256_file(path) == record["sha256"] == row["model_sha256"]
+    options = row["options"]
+    assert isinstance(options, dict)
+    assert record.get("input_size", "") == options["input_size_setting"]  # the size the table chose

@@ -232,6 +232,9 @@ def promote(
     models_dir: Path | None = typer.Option(
         None, "--models-dir", envvar="IPSP_MODELS_DIR", help="Shipped models folder (default: 4_model_training/models)."
     ),
+    input_size: str = typer.Option(
+        "", "--input-size", help="WIDTHxHEIGHT to run it at by default (the fidelity table's choice)."
+    ),
     registry: str | None = REGISTRY_OPTION,
 ) -> None:
     """Ship a registry model: copy it (sha256-verified) with its card into the shipped models folder.
@@ -243,7 +246,7 @@ def promote(
     from ipsp.detection.registry import bundled_dir, ship_model
 
     settings = load_settings(model_registry_uri=registry, models_dir=models_dir)
-    path, record = ship_model(_registry(registry), ref, bundled_dir(settings), as_name)
+    path, record = ship_model(_registry(registry), ref, bundled_dir(settings), as_name, input_size)
     typer.echo(f"shipped {ref} as {record['name']}: {shown_path(path)} (+ {record['name']}.provenance.json)")
     if record["name"] != settings.model:
         typer.echo(f"it is the default where IPSP_MODEL={record['name']} (now: {settings.model})")

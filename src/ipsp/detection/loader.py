@@ -35,6 +35,8 @@ def load_detector(
     chosen = card.backend if card is not None and backend == "auto" else backend
     engine = open_backend(path, chosen, threads=s.intra_op_threads if threads is None else threads, device=device)
     size = s.input_size if input_size is None else input_size
+    if not size and input_size is None and card is not None:
+        size = str(card.provenance.get("input_size", ""))  # the run size a shipped model's record names
     if size:
         width, height = (int(v) for v in size.lower().split("x"))
         engine.set_input_size((height, width))

@@ -273,17 +273,19 @@ def bundled_model(name: str, settings: Settings) -> tuple[Path, ModelCard] | Non
         path, name, str(record.get("version", "1")), record["sha256"],
         source=f"{source.get('registry', '')}:{source.get('package', '')}@{source.get('version', '')}",
         license=str(source.get("license", "")), description=str(record.get("architecture", "")),
+        provenance={"input_size": record["input_size"]} if record.get("input_size") else None,
     )  # fmt: skip
     return path, card
 
 
 def ship_model(
-    registry: ModelRegistry, ref: str, folder: Path, as_name: str | None = None
+    registry: ModelRegistry, ref: str, folder: Path, as_name: str | None = None, input_size: str = ""
 ) -> tuple[Path, dict[str, Any]]:
     """Copy a registry model and its card into the shipped folder as ``<name>.onnx`` + ``<name>.provenance.json``.
 
     The provenance record is the one ``bundled_model`` reads (file, sha256, version,
-    source, licence), with the whole card beside it.
+    source, licence, and the ``input_size`` to run it at when ``IPSP_INPUT_SIZE`` is
+    empty), with the whole card beside it.
     """
     path, card = registry.pull(ref)
     name = parse_ref(as_name or card.name)[0]
@@ -300,6 +302,7 @@ def ship_model(
         "source": {"registry": "ipsp model registry", "package": card.name, "version": card.version,
                    "license": card.license},
         "architecture": card.description,
+        **({"input_size": input_size} if input_size else {}),
         "card": json.loads(card.model_dump_json()),
     }  # fmt: skip
     (folder / f"{name}.provenance.json").write_text(json.dumps(record, indent=2) + "\n")
