@@ -53,11 +53,7 @@ def counted_vehicles(det: Detections, camera: str, cfg: CamerasConfig) -> tuple[
     """The vehicle boxes ``traffic_summary`` counts for a frame, and their traffic classes."""
     summary = traffic_summary(det, camera, cameras_cfg=cfg)
     kept = summary.detections
-    counted = kept.select(in_roi(kept, *cfg.camera(camera)[:2]))
-    classes = traffic_classes(counted, cfg.full_class_map())
-    vehicle = np.asarray([c in VEHICLE_CLASSES for c in classes], bool)
-    boxes = counted.xyxy[vehicle] if len(counted) else np.zeros((0, 4), np.float32)
-    names = [c for c, v in zip(classes, vehicle, strict=True) if v and c is not None]
+    boxes, names = vehicles_of(kept.select(in_roi(kept, *cfg.camera(camera)[:2])), cfg)
     if len(boxes) != summary.counts.total:  # the boxes scored must be the ones counted
         raise AssertionError(f"{len(boxes)} boxes scored but {summary.counts.total} counted")
     return boxes, names
@@ -66,10 +62,14 @@ def counted_vehicles(det: Detections, camera: str, cfg: CamerasConfig) -> tuple[
 def reference_vehicles(ref: Detections, camera: str, cfg: CamerasConfig) -> tuple[np.ndarray, list[str]]:
     """Reference boxes through the same counting steps (suppression across classes, footprint in the ROI)."""
     kept = suppress_across_classes(ref, cfg.suppress_iou, cfg.full_class_map())
-    kept = kept.select(in_roi(kept, *cfg.camera(camera)[:2]))
-    classes = traffic_classes(kept, cfg.full_class_map())
+    return vehicles_of(kept.select(in_roi(kept, *cfg.camera(camera)[:2])), cfg)
+
+
+def vehicles_of(det: Detections, cfg: CamerasConfig) -> tuple[np.ndarray, list[str]]:
+    """The vehicle boxes among ``det`` and their traffic classes."""
+    classes = traffic_classes(det, cfg.full_class_map())
     vehicle = np.asarray([c in VEHICLE_CLASSES for c in classes], bool)
-    boxes = kept.xyxy[vehicle] if len(kept) else np.zeros((0, 4), np.float32)
+    boxes = det.xyxy[vehicle] if len(det) else np.zeros((0, 4), np.float32)
     return boxes, [c for c, v in zip(classes, vehicle, strict=True) if v and c is not None]
 
 
