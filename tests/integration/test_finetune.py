@@ -28,6 +28,8 @@ from ipsp.training.synthetic import CLASS_NAMES, write_dataset
 
 torch = pytest.importorskip("torch", reason="the train extra (torch) is not installed")
 
+import onnx  # noqa: E402  (the train extra)
+
 from ipsp.training.centernet_net import build_network, export_onnx  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -61,6 +63,9 @@ def test_converted_network_gives_the_shipped_models_outputs() -> None:
 def test_untrained_export_detects_what_the_shipped_model_does(tmp_path: Path) -> None:
     net = build_network(SHIPPED, VEHICLES).eval()
     path = export_onnx(net, tmp_path / "start.onnx", VEHICLES, (512, 512), {})
+    # the exact upsampling exports as the shipped graph's three linear Resize nodes, not traced tensor shuffles
+    resizes = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Resize"]
+    assert len(resizes) == 3
     # a square frame: the export letterboxes, the shipped model stretches; at 512x512 both are the same resize
     ok, jpeg = cv2.imencode(".jpg", cv2.resize(bus_photo(), (512, 512)))
     assert ok
@@ -89,7 +94,7 @@ def test_train_registers_and_promote_ships_the_model(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IPSP_")}
     env.update(IPSP_HOME=str(tmp_path / "home"), IPSP_MODEL_REGISTRY_URI=registry)
     args = ["train", "--data", str(data), "--epochs", "1", "--limit", "8", "--batch", "4", "--imgsz", "160x160",
-            "--out", str(tmp_path / "run"), "--name", "tiny-traffic"]  # fmt: skip
+            "--run-size", "192x160", "--out", str(tmp_path / "run"), "--name", "tiny-traffic"]  # fmt: skip
     done = ipsp(args, env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "pushed tiny-traffic:1" in done.stdout and "heldout: P=" in done.stdout
@@ -103,11 +108,15 @@ def test_train_registers_and_promote_ships_the_model(tmp_path: Path) -> None:
     assert provenance["command"].startswith("ipsp train --data")
     assert "MIT" in provenance["base_weights"]["license"]
     assert set(provenance["metrics"]) == {"heldout", "heldout_rain_dusk"}
+    assert provenance["input_size"] == "192x160"  # scored at, and recorded to run at, the run size
+    from_registry = load_detector("tiny-traffic", load_settings(home=tmp_path / "home", model_registry_uri=registry))
+    assert from_registry.spec.input_size == (160, 192)
 
     promoted = ipsp(["model", "promote", "tiny-traffic:1", "--models-dir", str(models)], env)
     assert promoted.returncode == 0, promoted.stderr
     record = json.loads((models / "tiny-traffic.provenance.json").read_text())
     assert record["sha256"] == card["sha256"] and (models / record["file"]).is_file()
+    assert record["input_size"] == "192x160"  # the card's run size carries into the shipped record
     # a fresh home and no registry: the shipped copy loads by name
     offline = {**env, "IPSP_HOME": str(tmp_path / "fresh"), "IPSP_MODEL_REGISTRY_URI": (tmp_path / "none").as_uri(),
                "IPSP_MODELS_DIR": str(models)}  # fmt: skip

@@ -285,9 +285,10 @@ def ship_model(
 
     The provenance record is the one ``bundled_model`` reads (file, sha256, version,
     source, licence, and the ``input_size`` to run it at when ``IPSP_INPUT_SIZE`` is
-    empty), with the whole card beside it.
+    empty: ``input_size``, else the card's), with the whole card beside it.
     """
     path, card = registry.pull(ref)
+    input_size = input_size or str(card.provenance.get("input_size", ""))
     name = parse_ref(as_name or card.name)[0]
     target = folder / f"{name}{path.suffix}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -126,7 +126,14 @@ class Upsample2x(nn.Module):
 
     def forward(self, x: torch.Tensor, *_: Any) -> torch.Tensor:
         """Upsample the last two axes of ``x``; the Resize node's other inputs are ignored."""
-        return self._double(self._double(x, 3), 2)
+        if torch.onnx.is_in_onnx_export():
+            return _AsymmetricResize.apply(x)
+        return self.exact(x)
+
+    @classmethod
+    def exact(cls, x: torch.Tensor) -> torch.Tensor:
+        """The upsampling in plain tensor operations (trainable, and what the export's Resize computes)."""
+        return cls._double(cls._double(x, 3), 2)
 
     @staticmethod
     def _double(x: torch.Tensor, axis: int) -> torch.Tensor:
@@ -135,6 +142,23 @@ class Upsample2x(nn.Module):
         shape = list(x.shape)
         shape[axis] *= 2
         return pairs.reshape(shape)
+
+
+class _AsymmetricResize(torch.autograd.Function):
+    """Exports as one ONNX ``Resize`` (linear, ``asymmetric``), as the shipped graph had it, instead of the
+    traced narrow/concat/stack/reshape chain (same outputs within 3e-5; 632 graph nodes instead of 923)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        """The exact values (what training computed)."""
+        return Upsample2x.exact(x)
+
+    @staticmethod
+    def symbolic(g: Any, x: Any) -> Any:
+        """The ONNX node."""
+        roi = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
+        scales = g.op("Constant", value_t=torch.tensor([1.0, 1.0, 2.0, 2.0], dtype=torch.float32))
+        return g.op("Resize", x, roi, scales, coordinate_transformation_mode_s="asymmetric", mode_s="linear")
 
 
 def build_network(base: Path, names: Mapping[int, str]) -> TrafficCenterNet:

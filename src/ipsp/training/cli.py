@@ -35,9 +35,12 @@ def train(
     weights: Path | None = typer.Option(None, "--weights", help="Ultralytics: fine-tune these YOLO weights (.pt)."),
     model: str | None = typer.Option(None, help="Ultralytics: architecture YAML to train from scratch."),
     base: str = typer.Option("centernet", help="Fine-tuning: shipped model (or .onnx file) to start from."),
-    epochs: int | None = typer.Option(None, min=1, help="Epochs (fine-tuning 7; Ultralytics 50, 10 synthetic)."),
+    epochs: int | None = typer.Option(None, min=1, help="Epochs (fine-tuning 12; Ultralytics 50, 10 synthetic)."),
     imgsz: str | None = typer.Option(
         None, help="Input size: 'WxH' for fine-tuning (default 640x352), one side for Ultralytics (640)."
+    ),
+    run_size: str | None = typer.Option(
+        None, "--run-size", help="Fine-tuning: 'WxH' to score the export at and record as its run size (768x448)."
     ),
     batch: int | None = typer.Option(None, min=1, help="Batch size (default 8; Ultralytics 16)."),
     holdout: float = typer.Option(0.15, min=0.01, max=0.9, help="Fine-tuning: latest share of frames held out."),
@@ -73,6 +76,8 @@ def train(
     cfg.batch = batch or cfg.batch
     if imgsz:
         cfg.input_hw = parse_size(imgsz)
+    if run_size:
+        cfg.run_hw = parse_size(run_size)
     logging.getLogger("ipsp.training").setLevel(logging.INFO)  # one line per epoch, also into a log file
     command = "ipsp " + shlex.join(sys.argv[1:])
     result = run(cfg, command)

@@ -52,9 +52,11 @@ class FinetuneConfig:
     data: Path
     out: Path
     base: Path
-    epochs: int = 7
+    epochs: int = 12
     batch: int = 8
     input_hw: tuple[int, int] = (352, 640)
+    #: the size the export is scored at and recorded to run at (bench-fidelity's choice for this model)
+    run_hw: tuple[int, int] = (448, 768)
     lr: float = 5e-4
     weight_decay: float = 1e-4
     warmup_steps: int = 30
@@ -187,14 +189,16 @@ def train_network(cfg: FinetuneConfig, dataset: Dataset, train: list[Sample]) ->
     return net, checkpoint
 
 
-def evaluate(onnx_path: Path, frames: list[Sample], names: dict[int, str], weather: bool = False) -> dict[str, Any]:
-    """Score the exported model on labelled frames through the product's detector and counting."""
+def evaluate(
+    onnx_path: Path, frames: list[Sample], names: dict[int, str], run_hw: tuple[int, int], weather: bool = False
+) -> dict[str, Any]:
+    """Score the exported model at its run size on labelled frames through the product's detector and counting."""
     from ipsp.detection import load_detector
     from ipsp.detection.fidelity import Score, counted_vehicles, reference_vehicles
     from ipsp.detection.metrics import CamerasConfig
     from ipsp.detection.types import Detections
 
-    detector = load_detector(onnx_path, batch_size=1, input_size="")  # at the size it was trained for
+    detector = load_detector(onnx_path, batch_size=1, input_size=f"{run_hw[1]}x{run_hw[0]}")
     cfg = CamerasConfig()
     score = Score()
     for number, sample in enumerate(frames):
@@ -237,8 +241,8 @@ def run(cfg: FinetuneConfig, command: str = "") -> FinetuneResult:
     }
     onnx_path = export_onnx(net.cpu(), cfg.out / "model.onnx", dataset.names, cfg.input_hw, extra)
     metrics = {
-        "heldout": evaluate(onnx_path, held, dataset.names),
-        "heldout_rain_dusk": evaluate(onnx_path, held, dataset.names, weather=True),
+        "heldout": evaluate(onnx_path, held, dataset.names, cfg.run_hw),
+        "heldout_rain_dusk": evaluate(onnx_path, held, dataset.names, cfg.run_hw, weather=True),
     }
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     config["command"] = command

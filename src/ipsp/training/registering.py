@@ -40,8 +40,9 @@ def card_provenance(result: FinetuneResult) -> dict[str, Any]:
             "heldout_frames": result.heldout_frames,
         },
         "command": cfg.get("command", ""),
+        "input_size": "{1}x{0}".format(*cfg["run_hw"]),  # the size to run it at (WIDTHxHEIGHT)
         "training_seconds": result.seconds,
-        "settings": {k: cfg[k] for k in ("epochs", "batch", "input_hw", "lr", "seed", "device")},
+        "settings": {k: cfg[k] for k in ("epochs", "batch", "input_hw", "run_hw", "lr", "seed", "device")},
         "metrics": result.metrics,
     }
 
