@@ -19,8 +19,8 @@ from ipsp.preprocessing.pack import (
     normalize_uri,
     read_ahead,
 )
-from ipsp.preprocessing.shards import PlannedFrame, ShardPlan
 from ipsp.preprocessing.validate import DEFAULT_NAME_PATTERN, compile_pattern
+from ipsp.storage.shards import PlannedFrame, ShardPlan
 
 
 def test_normalize_uri(tmp_path: Path) -> None:

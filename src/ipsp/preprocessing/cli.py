@@ -141,8 +141,8 @@ def pack(
     from ipsp.config import load_settings
     from ipsp.preprocessing.pack import PackOptions, normalize_uri
     from ipsp.preprocessing.pack import pack as run_pack
-    from ipsp.preprocessing.shards import MIB
     from ipsp.preprocessing.validate import DEFAULT_NAME_PATTERN, Checks, parse_fit
+    from ipsp.storage.shards import MIB
 
     settings = load_settings(spark_master=spark_master, storage_uri=storage_uri)
     try:

@@ -73,7 +73,15 @@ from ipsp.preprocessing.manifest import (
     read_manifest,
     rejects_bytes,
 )
-from ipsp.preprocessing.shards import (
+from ipsp.preprocessing.validate import (
+    DEFAULT_NAME_PATTERN,
+    Checks,
+    InvalidInput,
+    check_image,
+    compile_pattern,
+    parse_name,
+)
+from ipsp.storage.shards import (
     DEFAULT_SHARD_BYTES,
     PlannedFrame,
     ShardPlan,
@@ -84,14 +92,6 @@ from ipsp.preprocessing.shards import (
     shard_contents,
     sort_keys,
     write_shard,
-)
-from ipsp.preprocessing.validate import (
-    DEFAULT_NAME_PATTERN,
-    Checks,
-    InvalidInput,
-    check_image,
-    compile_pattern,
-    parse_name,
 )
 
 log = logging.getLogger(__name__)

@@ -227,7 +227,7 @@ def get_reader(settings: Settings) -> Any:
     with _LOCK:
         reader = _READERS.get(key)
         if reader is None:
-            from ipsp.preprocessing.shards import ShardReader
+            from ipsp.storage.shards import ShardReader
 
             reader = ShardReader.from_settings(settings)
             _READERS[key] = reader
@@ -370,7 +370,7 @@ def prepare_batches(
     A missing frame (``ShardError``) or one whose bytes do not match the message
     becomes a dead letter; a storage outage is raised (the task fails and is retried).
     """
-    from ipsp.preprocessing.shards import ShardError
+    from ipsp.storage.shards import ShardError
 
     size = ctx.settings.batch_size
     pending: list[tuple[Record, bytes]] = []
