@@ -139,8 +139,9 @@ def pack(
 ) -> None:
     """Validate the images under SOURCE and pack them into LMDB shards, a manifest and a rejects report."""
     from ipsp.config import load_settings
-    from ipsp.preprocessing.pack import PackOptions, normalize_uri
-    from ipsp.preprocessing.pack import pack as run_pack
+    from ipsp.preprocessing.pack.inputs import normalize_uri
+    from ipsp.preprocessing.pack.job import pack as run_pack
+    from ipsp.preprocessing.pack.options import PackOptions
     from ipsp.preprocessing.validate import DEFAULT_NAME_PATTERN, Checks, parse_fit
     from ipsp.storage.shards import MIB
 
