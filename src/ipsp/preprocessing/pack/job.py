@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import threading
 import time
 from collections import Counter
@@ -260,47 +259,21 @@ def _put_if_changed(store: Any, key: str, data: bytes) -> None:
 # --- Spark plumbing ---------------------------------------------------------------------
 
 
+#: on top of the project's defaults (``sparkutil.spark_conf``); the Kafka jars are left out
+SPARK_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.log.level": "ERROR",
+    "spark.ui.showConsoleProgress": "false",  # our own bar, from the status tracker
+    "spark.python.worker.reuse": "true",
+    "spark.task.maxFailures": "2",
+}
+
+
 def _spark_session(settings: Settings) -> Any:
-    """A session with the project's defaults (``sparkutil.spark_conf``) but no Kafka jars.
+    """The project's session, without the Kafka connector this batch job never uses."""
+    from ipsp.sparkutil import build_batch_spark
 
-    ``build_spark`` insists on the Kafka connector, which this batch job never
-    uses; so only its configuration is borrowed.
-    """
-    import sys
-
-    conf: dict[str, str] = {
-        "spark.app.name": "ipsp-pack",
-        "spark.master": settings.spark_master,
-        "spark.driver.memory": settings.spark_driver_memory,
-        "spark.pyspark.python": sys.executable,
-        "spark.pyspark.driver.python": sys.executable,
-        "spark.ui.enabled": "false",
-        "spark.log.level": "ERROR",
-    }
-    try:
-        from ipsp.sparkutil import spark_conf
-    except ImportError:  # pragma: no cover - sparkutil ships with the package
-        pass
-    else:
-        conf = spark_conf("ipsp-pack", settings, [], **{"spark.ui.enabled": "false", "spark.log.level": "ERROR"})
-    conf.update(
-        {
-            "spark.ui.showConsoleProgress": "false",  # our own bar, from the status tracker
-            "spark.python.worker.reuse": "true",
-            "spark.task.maxFailures": "2",
-        }
-    )
-    # executors must run this interpreter (the one with ipsp installed)
-    os.environ["PYSPARK_PYTHON"] = conf["spark.pyspark.python"]
-    os.environ["PYSPARK_DRIVER_PYTHON"] = conf["spark.pyspark.driver.python"]
-    from pyspark.sql import SparkSession
-
-    builder = SparkSession.builder
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(conf["spark.log.level"])
-    return spark
+    return build_batch_spark("ipsp-pack", settings, **SPARK_CONF)
 
 
 def _stop(spark: Any) -> None:
