@@ -43,7 +43,7 @@ def synth(
 
     An earlier feed in OUT with the same options is reused; one with other options is replaced.
     """
-    from ipsp.preprocessing.synth import SynthSpec, synthesize
+    from ipsp.preprocessing.synth.feed import SynthSpec, synthesize
     from ipsp.preprocessing.validate import parse_fit
 
     if feed not in ("auto", "footage", "photos"):
