@@ -21,8 +21,6 @@ from ipsp.errors import UserError
 #: files read ahead of the one being decoded or written, and the threads reading them
 READ_AHEAD = 6
 READ_THREADS = 2
-#: at most this many decodes (or 1 in 50 files) run on the driver in a re-run, without Spark
-DRIVER_DECODES = 64
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -100,6 +98,7 @@ _STORES_PID = [0]
 
 
 def cached_store(uri: str, settings: Settings) -> Any:
+    """The store at ``uri``, opened once per process (again after a fork: clients hold sockets)."""
     from ipsp.storage import open_store
 
     if _STORES_PID[0] != os.getpid():
@@ -121,6 +120,7 @@ def read_input(source_uri: str, rel: str, settings: Settings) -> bytes:
 
 
 def check_locations(source_uri: str, dataset_uri: str) -> None:
+    """Refuse a target inside the source, whose files would become inputs."""
     src, dst = _local_path(source_uri), _local_path(dataset_uri)
     if source_uri == dataset_uri or (src and dst and (dst == src or src in dst.parents)):
         raise UserError("the --to location must not be inside the input folder (its files would become inputs)")

@@ -23,7 +23,14 @@ from ipsp.preprocessing.manifest import (
     rejects_bytes,
 )
 from ipsp.preprocessing.pack.inputs import InputFile, check_locations, list_inputs, normalize_uri
-from ipsp.preprocessing.pack.inspect import DRIVER_DECODES, FILES_PER_TASK, inspect_files, known_frames, parse_names
+from ipsp.preprocessing.pack.inspect import (
+    DRIVER_DECODES,
+    FILES_PER_TASK,
+    Known,
+    inspect_files,
+    known_frames,
+    parse_names,
+)
 from ipsp.preprocessing.pack.options import PackOptions, PackResult
 from ipsp.preprocessing.pack.plan import accepted, drop_duplicates, manifest_rows, refuse_conflicts, verified_in_place
 from ipsp.preprocessing.pack.write import balance, raise_on_failures, write_shards
@@ -40,7 +47,7 @@ def pack(
     settings: Settings | None = None,
     spark: Any = None,
 ) -> PackResult:
-    """Pack the images under ``source`` into a dataset at ``target``; see the module docstring.
+    """Pack the images under ``source`` into a dataset at ``target``; see the package docstring.
 
     ``spark``: a session to run on (left running); by default one is started and stopped.
     """
@@ -67,29 +74,9 @@ def pack(
     session = _LazySpark(spark, settings, timings)
     try:
         t0 = time.perf_counter()
-        known = known_frames(store, options)
-        rows = [(f.rel, name.record_key, known.get(name.record_key)) for f, name in named]
-        checks = options.checks
-        unknown = sum(1 for row in rows if row[2] is None)
-        if known and unknown <= max(DRIVER_DECODES, len(rows) // 50):
-            # a re-run over the same dataset: hashing (and a few decodes) needs no Spark
-            inspected = list(inspect_files(rows, source_uri, checks, settings))
+        inspected, on_driver = _inspect(session, named, known_frames(store, options), source_uri, options, settings)
+        if on_driver:
             timings["inspect_on_driver"] = 1.0
-        else:
-            sc = session.context()
-            slices = options.partitions or max(2 * sc.defaultParallelism, math.ceil(len(rows) / FILES_PER_TASK))
-            slices = max(1, min(slices, len(rows)))
-            inspected = _collect(
-                sc,
-                "validate",
-                len(rows),
-                options.progress,
-                lambda: (
-                    sc.parallelize(rows, slices)
-                    .mapPartitions(lambda part: inspect_files(part, source_uri, checks, settings))
-                    .collect()
-                ),
-            )
         timings["inspect_s"] = time.perf_counter() - t0 - session.started_in(t0)
         timings["task_read_s"] = sum(r["read_s"] for r in inspected)
         timings["task_decode_validate_s"] = sum(r["check_s"] for r in inspected)
@@ -97,11 +84,9 @@ def pack(
         timings["task_cpu_s"] = sum(r.get("cpu_s", 0.0) for r in inspected)
 
         t0 = time.perf_counter()
-        frames = accepted(named, inspected, rejects)
-        frames = drop_duplicates(frames, rejects)
+        frames = drop_duplicates(accepted(named, inspected, rejects), rejects)
         plans = plan_shards(frames, options.shard_bytes)
-        rows_out = manifest_rows(plans, store)
-        manifest = manifest_bytes(rows_out)
+        manifest = manifest_bytes(manifest_rows(plans, store))
         refuse_conflicts(store, dataset_uri, plans, manifest)
         timings["plan_s"] = time.perf_counter() - t0
 
@@ -111,30 +96,7 @@ def pack(
         timings["verify_in_place_s"] = time.perf_counter() - t0
         written = list(verified.values())
         if todo:
-            sc = session.context()
-            work_dir = options.work_dir
-            groups = options.partitions or sc.defaultParallelism
-            batches = balance(todo, groups)
-            written += _collect(
-                sc,
-                "write shards",
-                len(batches),
-                options.progress,
-                lambda: (
-                    sc.parallelize(batches, len(batches))
-                    .mapPartitions(
-                        lambda part: write_shards(
-                            (plan for batch in part for plan in batch),
-                            source_uri,
-                            dataset_uri,
-                            checks,
-                            settings,
-                            work_dir,
-                        )
-                    )
-                    .collect()
-                ),
-            )
+            written += _write(session, todo, source_uri, dataset_uri, options, settings)
         timings["write_s"] = time.perf_counter() - t0 - session.started_in(t0)
         for name in ("read_s", "check_s", "lmdb_s", "upload_s", "verify_s", "cpu_s"):
             timings[f"shard_{name}"] = sum(r.get(name, 0.0) for r in written)
@@ -156,6 +118,72 @@ def pack(
         written=statuses.get("written", 0),
         skipped=statuses.get("skipped", 0),
         timings={k: round(v, 3) for k, v in timings.items()},
+    )
+
+
+def _inspect(
+    session: _LazySpark,
+    named: list[tuple[InputFile, Any]],
+    known: dict[str, Known],
+    source_uri: str,
+    options: PackOptions,
+    settings: Settings,
+) -> tuple[list[dict[str, Any]], bool]:
+    """Stage 1 results, and whether they came from the driver (a re-run: hashing and a few decodes need no Spark)."""
+    rows = [(f.rel, name.record_key, known.get(name.record_key)) for f, name in named]
+    checks = options.checks
+    unknown = sum(1 for row in rows if row[2] is None)
+    if known and unknown <= max(DRIVER_DECODES, len(rows) // 50):
+        return list(inspect_files(rows, source_uri, checks, settings)), True
+    sc = session.context()
+    slices = options.partitions or max(2 * sc.defaultParallelism, math.ceil(len(rows) / FILES_PER_TASK))
+    slices = max(1, min(slices, len(rows)))
+    inspected = _collect(
+        sc,
+        "validate",
+        len(rows),
+        options.progress,
+        lambda: (
+            sc.parallelize(rows, slices)
+            .mapPartitions(lambda part: inspect_files(part, source_uri, checks, settings))
+            .collect()
+        ),
+    )
+    return inspected, False
+
+
+def _write(
+    session: _LazySpark,
+    todo: list[ShardPlan],
+    source_uri: str,
+    dataset_uri: str,
+    options: PackOptions,
+    settings: Settings,
+) -> list[dict[str, Any]]:
+    """Stage 3 in Spark tasks: the shards still to write, dealt into one group per task."""
+    sc = session.context()
+    checks, work_dir = options.checks, options.work_dir
+    groups = options.partitions or sc.defaultParallelism
+    batches = balance(todo, groups)
+    return _collect(
+        sc,
+        "write shards",
+        len(batches),
+        options.progress,
+        lambda: (
+            sc.parallelize(batches, len(batches))
+            .mapPartitions(
+                lambda part: write_shards(
+                    (plan for batch in part for plan in batch),
+                    source_uri,
+                    dataset_uri,
+                    checks,
+                    settings,
+                    work_dir,
+                )
+            )
+            .collect()
+        ),
     )
 
 

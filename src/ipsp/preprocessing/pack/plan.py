@@ -16,6 +16,7 @@ from ipsp.storage.shards import PlannedFrame, ShardPlan
 def accepted(
     named: list[tuple[InputFile, Any]], inspected: list[dict[str, Any]], rejects: list[Reject]
 ) -> list[PlannedFrame]:
+    """The named files that passed inspection, as frames to plan; the others become rejects."""
     by_rel = {r["rel"]: r for r in inspected}
     frames = []
     for item, name in named:
@@ -61,6 +62,7 @@ def drop_duplicates(frames: list[PlannedFrame], rejects: list[Reject]) -> list[P
 
 
 def manifest_rows(plans: list[ShardPlan], store: Any) -> list[ManifestRow]:
+    """One manifest row per planned frame, pointing at its shard on the store."""
     rows = []
     for plan in plans:
         uri = store.uri(plan.key)

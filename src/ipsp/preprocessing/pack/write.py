@@ -161,6 +161,7 @@ def balance(plans: list[ShardPlan], bins: int) -> list[list[ShardPlan]]:
 
 
 def raise_on_failures(written: list[dict[str, Any]]) -> None:
+    """Stop on a conflicting shard or a changed input, before anything marks the dataset complete."""
     conflicts = [r for r in written if r["status"] == "conflict"]
     if conflicts:
         first = conflicts[0]

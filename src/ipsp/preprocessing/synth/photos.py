@@ -142,6 +142,7 @@ def _cut_sprite(crop: np.ndarray, width: int, mirror: bool) -> tuple[np.ndarray,
 
 
 def paste_sprite(frame: np.ndarray, sprite: Sprite, frame_index: int) -> None:
+    """Blend ``sprite`` into ``frame`` where its lane puts it at ``frame_index``."""
     width = frame.shape[1]
     sh, sw = sprite.image.shape[:2]
     span = width + sw

@@ -81,6 +81,7 @@ def view_matrix(
 
 
 def apply_luts(image: np.ndarray, luts: np.ndarray) -> np.ndarray:
+    """``image`` through one camera's ``(3, 256)`` colour curves."""
     import cv2
 
     return cv2.merge([cv2.LUT(image[:, :, c], luts[c]) for c in range(3)])
