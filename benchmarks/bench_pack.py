@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from ipsp.config import load_settings
-from ipsp.preprocessing.pack import PackOptions, pack
-from ipsp.preprocessing.synth import META_NAME, SynthSpec, synthesize
+from ipsp.preprocessing.pack.job import pack
+from ipsp.preprocessing.pack.options import PackOptions
+from ipsp.preprocessing.synth.feed import META_NAME, SynthSpec, synthesize
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "pack.json"

@@ -110,7 +110,7 @@ def seed_style(settings: Settings, rows: list[tuple[str, str, str]], spark: Any)
 
     def per_camera(frame: pd.DataFrame) -> pd.DataFrame:
         from ipsp.detection import load_detector
-        from ipsp.preprocessing.shards import ShardReader
+        from ipsp.storage.shards import ShardReader
 
         detector = load_detector(settings.model, settings, threads=1, batch_size=1)  # per group, as the seed did
         reader = ShardReader(Path(settings.home) / "bench" / "reader-cache", 4 << 30, settings)
@@ -130,7 +130,7 @@ def seed_style(settings: Settings, rows: list[tuple[str, str, str]], spark: Any)
 
 def load_frames(settings: Settings, refs: list[tuple[str, str]]) -> list[bytes]:
     """The frames' bytes, read through a shard reader with its own local cache."""
-    from ipsp.preprocessing.shards import ShardReader
+    from ipsp.storage.shards import ShardReader
 
     reader = ShardReader(Path(settings.home) / "bench" / "reader-cache", 4 << 30, settings)
     return [reader.get(shard, key) for shard, key in refs]

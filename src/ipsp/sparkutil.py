@@ -106,12 +106,21 @@ def build_spark(app_name: str, settings: Settings | None = None, **conf: Any) ->
     e.g. ``build_spark("job", **{"spark.sql.shuffle.partitions": 2})``. Driver
     memory only applies when this call starts the JVM (the first session in a process).
     """
+    return _build(app_name, settings, True, conf)
+
+
+def build_batch_spark(app_name: str, settings: Settings | None = None, **conf: Any) -> SparkSession:
+    """``build_spark`` without the Kafka connector, for a batch job that never reads Kafka (``ipsp pack``)."""
+    return _build(app_name, settings, False, conf)
+
+
+def _build(app_name: str, settings: Settings | None, kafka: bool, conf: dict[str, Any]) -> SparkSession:
     settings = settings if settings is not None else load_settings()
     if "JAVA_HOME" not in os.environ:
         from ipsp.localstack.fetch import require_java
 
         require_java()
-    values = spark_conf(app_name, settings, connector_jars(settings), **conf)
+    values = spark_conf(app_name, settings, connector_jars(settings) if kafka else [], **conf)
     # Python workers must run the same interpreter (and venv) as the driver
     os.environ["PYSPARK_PYTHON"] = values["spark.pyspark.python"]
     os.environ["PYSPARK_DRIVER_PYTHON"] = values["spark.pyspark.driver.python"]

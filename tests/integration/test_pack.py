@@ -21,10 +21,11 @@ from PIL import Image
 from ipsp.config import Settings
 from ipsp.errors import UserError
 from ipsp.preprocessing.manifest import PackSummary, read_manifest, read_rejects
-from ipsp.preprocessing.pack import PackOptions, pack
-from ipsp.preprocessing.shards import ShardReader, initial_map_size, write_shard
-from ipsp.preprocessing.synth import SynthReport, SynthSpec, synthesize
+from ipsp.preprocessing.pack.job import pack
+from ipsp.preprocessing.pack.options import PackOptions
+from ipsp.preprocessing.synth.feed import SynthReport, SynthSpec, synthesize
 from ipsp.storage import open_store
+from ipsp.storage.shards import ShardReader, initial_map_size, write_shard
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -21,9 +21,9 @@ import pytest
 
 from ipsp.config import Settings
 from ipsp.preprocessing.manifest import PackSummary, read_manifest, read_rejects
-from ipsp.preprocessing.shards import ShardReader
-from ipsp.preprocessing.synth import BAD_KINDS, META_NAME
+from ipsp.preprocessing.synth.feed import BAD_KINDS, META_NAME
 from ipsp.storage import open_store
+from ipsp.storage.shards import ShardReader
 
 IPSP = [sys.executable, "-m", "ipsp.cli"]
 

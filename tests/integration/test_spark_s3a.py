@@ -16,8 +16,9 @@ import pytest
 
 from ipsp.config import Settings
 from ipsp.preprocessing.manifest import read_manifest
-from ipsp.preprocessing.pack import PackOptions, pack
-from ipsp.preprocessing.synth import SynthSpec, synthesize
+from ipsp.preprocessing.pack.job import pack
+from ipsp.preprocessing.pack.options import PackOptions
+from ipsp.preprocessing.synth.feed import SynthSpec, synthesize
 from ipsp.storage import open_store
 
 if TYPE_CHECKING:

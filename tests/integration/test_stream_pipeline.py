@@ -76,8 +76,8 @@ class Dataset:
 def dataset(stack_settings: Settings) -> Iterator[Dataset]:
     """Synthesize and pack the feed once; add a shard whose frames do not decode."""
     from ipsp.preprocessing.manifest import read_manifest
-    from ipsp.preprocessing.shards import write_shard
     from ipsp.storage import open_store
+    from ipsp.storage.shards import write_shard
 
     name = f"test-stream-{uuid.uuid4().hex[:8]}"
     work = Path(stack_settings.home) / "test-work" / name
@@ -233,7 +233,7 @@ def database(settings: Settings, name: str) -> Any:
 def check_results(settings: Settings, db: Any, ds: Dataset) -> dict[str, dict[str, Any]]:
     """Every valid frame exactly once, with the detector's own counts for its bytes."""
     from ipsp.detection import load_cameras_config, load_detector, traffic_summary
-    from ipsp.preprocessing.shards import ShardReader
+    from ipsp.storage.shards import ShardReader
 
     stored = list(db.analysis_results.find({}))
     docs = {d["record_key"]: d for d in stored}

@@ -18,7 +18,8 @@ import pytest
 
 from ipsp.errors import UserError
 from ipsp.preprocessing import footage
-from ipsp.preprocessing.synth import SynthSpec, clip_index, synthesize
+from ipsp.preprocessing.synth.feed import SynthSpec, synthesize
+from ipsp.preprocessing.synth.footage import clip_index
 
 
 def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (160, 120)) -> Path:

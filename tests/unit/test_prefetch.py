@@ -26,8 +26,8 @@ from ipsp.detection import load_cameras_config
 from ipsp.detection.detector import Detector, open_backend
 from ipsp.detection.errors import FrameError
 from ipsp.detection.types import Detections
-from ipsp.preprocessing.shards import ShardReader, initial_map_size, write_shard
 from ipsp.storage import open_store
+from ipsp.storage.shards import ShardReader, initial_map_size, write_shard
 from ipsp.streaming.prefetch import Prefetcher
 from ipsp.streaming.worker import JobContext, TaskOutput, TaskTimings, run_task
 from ipsp.training.synthetic import scene

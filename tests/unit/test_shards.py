@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ipsp.preprocessing.shards import (
+from ipsp.storage.shards import (
     PlannedFrame,
     compare_contents,
     initial_map_size,

@@ -10,17 +10,12 @@ import pytest
 
 from ipsp.contracts import Reject
 from ipsp.errors import UserError
-from ipsp.preprocessing.pack import (
-    InputFile,
-    _check_locations,
-    _drop_duplicates,
-    _parse_names,
-    balance,
-    normalize_uri,
-    read_ahead,
-)
-from ipsp.preprocessing.shards import PlannedFrame, ShardPlan
+from ipsp.preprocessing.pack.inputs import InputFile, check_locations, normalize_uri, read_ahead
+from ipsp.preprocessing.pack.inspect import parse_names
+from ipsp.preprocessing.pack.plan import drop_duplicates
+from ipsp.preprocessing.pack.write import balance
 from ipsp.preprocessing.validate import DEFAULT_NAME_PATTERN, compile_pattern
+from ipsp.storage.shards import PlannedFrame, ShardPlan
 
 
 def test_normalize_uri(tmp_path: Path) -> None:
@@ -35,17 +30,17 @@ def test_normalize_uri(tmp_path: Path) -> None:
 def test_target_inside_the_input_is_refused(tmp_path: Path) -> None:
     src = tmp_path.as_uri()
     with pytest.raises(UserError, match="inside the input"):
-        _check_locations(src, (tmp_path / "out").as_uri())
+        check_locations(src, (tmp_path / "out").as_uri())
     with pytest.raises(UserError):
-        _check_locations("s3://b/in", "s3://b/in/out")
-    _check_locations(src, (tmp_path.parent / "elsewhere").as_uri())
-    _check_locations("s3://b/in", "s3://b/input-packed")
+        check_locations("s3://b/in", "s3://b/in/out")
+    check_locations(src, (tmp_path.parent / "elsewhere").as_uri())
+    check_locations("s3://b/in", "s3://b/input-packed")
 
 
 def test_names_that_do_not_parse_and_taken_keys_become_rejects() -> None:
     files = [InputFile(n, 10) for n in ("a/cam_01_00001.jpg", "b/cam_01_00001.png", "readme.txt", "cam_02_7.jpg")]
     rejects: list[Reject] = []
-    named = _parse_names(files, compile_pattern(DEFAULT_NAME_PATTERN), rejects)
+    named = parse_names(files, compile_pattern(DEFAULT_NAME_PATTERN), rejects)
     assert [(f.rel, n.record_key) for f, n in named] == [
         ("a/cam_01_00001.jpg", "cam_01_00001"),
         ("cam_02_7.jpg", "cam_02_7"),
@@ -63,7 +58,7 @@ def test_duplicates_keep_the_first_in_camera_and_frame_order() -> None:
 
     frames = [frame("cam_02", 1, "a"), frame("cam_01", 9, "a"), frame("cam_01", 3, "b"), frame("cam_01", 4, "c")]
     rejects: list[Reject] = []
-    kept = _drop_duplicates(frames, rejects)
+    kept = drop_duplicates(frames, rejects)
     assert [f.record_key for f in kept] == ["cam_01_00003", "cam_01_00004", "cam_01_00009"]
     assert [(r.file, r.reason, r.duplicate_of) for r in rejects] == [
         ("cam_02_00001.jpg", "duplicate", "cam_01_00009.jpg")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ipsp.preprocessing.shards import (
+from ipsp.storage import open_store
+from ipsp.storage.shards import (
     FrameNotFound,
     ShardCorrupt,
     ShardNotFound,
@@ -16,7 +17,6 @@ from ipsp.preprocessing.shards import (
     initial_map_size,
     write_shard,
 )
-from ipsp.storage import open_store
 
 VALUE = 30_000
 

@@ -9,19 +9,9 @@ from pathlib import Path
 import pytest
 
 from ipsp.errors import UserError
-from ipsp.preprocessing.synth import (
-    BAD_KINDS,
-    META_NAME,
-    SynthSpec,
-    available_sources,
-    build_scene,
-    encode_jpeg,
-    frame_name,
-    frames_per_camera,
-    load_source,
-    render_frame,
-    synthesize,
-)
+from ipsp.preprocessing.synth.feed import BAD_KINDS, META_NAME, SynthSpec, frame_name, frames_per_camera, synthesize
+from ipsp.preprocessing.synth.photos import available_sources, load_source
+from ipsp.preprocessing.synth.render import build_scene, encode_jpeg, render_frame
 from ipsp.preprocessing.validate import InvalidInput, check_image
 
 SMALL = {"width": 320, "height": 180}

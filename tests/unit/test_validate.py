@@ -9,7 +9,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from ipsp.preprocessing.synth import jpeg_with_size
+from ipsp.preprocessing.synth.feed import jpeg_with_size
 from ipsp.preprocessing.validate import (
     DEFAULT_NAME_PATTERN,
     REASONS,

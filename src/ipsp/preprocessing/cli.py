@@ -43,7 +43,7 @@ def synth(
 
     An earlier feed in OUT with the same options is reused; one with other options is replaced.
     """
-    from ipsp.preprocessing.synth import SynthSpec, synthesize
+    from ipsp.preprocessing.synth.feed import SynthSpec, synthesize
     from ipsp.preprocessing.validate import parse_fit
 
     if feed not in ("auto", "footage", "photos"):
@@ -139,10 +139,11 @@ def pack(
 ) -> None:
     """Validate the images under SOURCE and pack them into LMDB shards, a manifest and a rejects report."""
     from ipsp.config import load_settings
-    from ipsp.preprocessing.pack import PackOptions, normalize_uri
-    from ipsp.preprocessing.pack import pack as run_pack
-    from ipsp.preprocessing.shards import MIB
+    from ipsp.preprocessing.pack.inputs import normalize_uri
+    from ipsp.preprocessing.pack.job import pack as run_pack
+    from ipsp.preprocessing.pack.options import PackOptions
     from ipsp.preprocessing.validate import DEFAULT_NAME_PATTERN, Checks, parse_fit
+    from ipsp.storage.shards import MIB
 
     settings = load_settings(spark_master=spark_master, storage_uri=storage_uri)
     try:
