@@ -35,7 +35,7 @@ def train(
     weights: Path | None = typer.Option(None, "--weights", help="Ultralytics: fine-tune these YOLO weights (.pt)."),
     model: str | None = typer.Option(None, help="Ultralytics: architecture YAML to train from scratch."),
     base: str = typer.Option("centernet", help="Fine-tuning: shipped model (or .onnx file) to start from."),
-    epochs: int | None = typer.Option(None, min=1, help="Epochs (fine-tuning 12; Ultralytics 50, 10 synthetic)."),
+    epochs: int | None = typer.Option(None, min=1, help="Epochs (fine-tuning 7; Ultralytics 50, 10 synthetic)."),
     imgsz: str | None = typer.Option(
         None, help="Input size: 'WxH' for fine-tuning (default 640x352), one side for Ultralytics (640)."
     ),

@@ -52,7 +52,7 @@ class FinetuneConfig:
     data: Path
     out: Path
     base: Path
-    epochs: int = 12
+    epochs: int = 7
     batch: int = 8
     input_hw: tuple[int, int] = (352, 640)
     #: the size the export is scored at and recorded to run at (bench-fidelity's choice for this model)
