@@ -22,7 +22,7 @@ footage's 800x600 where ``vn`` is absent), one frame per call, the settings' thr
 
 Candidates: the shipped COCO models at three thresholds (CenterNet, NanoDet), sliced
 (``tiles``: whole frame plus 2x2 overlapping tiles, merged by NMS) at each one's best
-threshold, and the fine-tuned ``traffic`` model at three input sizes and thresholds.
+threshold, and the fine-tuned ``traffic`` model at four input sizes and three thresholds.
 
 The default is chosen by rule: the fastest row meeting the goal on every set present
 (``GOALS``); else, among rows meeting the footage goal, the lowest ``vn`` count error;
@@ -72,7 +72,7 @@ CANDIDATES: list[tuple[str, float, str, int]] = [
     *[(m, s, "", 0) for m in ("centernet", "nanodet") for s in (0.3, 0.4, 0.5)],
     ("centernet", 0.3, "", 2),
     ("nanodet", 0.4, "", 2),
-    *[("traffic", s, size, 0) for size in ("512x288", "640x352", "768x448") for s in (0.3, 0.4, 0.5)],
+    *[("traffic", s, size, 0) for size in ("512x288", "640x352", "768x416", "768x448") for s in (0.3, 0.4, 0.5)],
     ("traffic", 0.4, "640x352", 2),
 ]
 
