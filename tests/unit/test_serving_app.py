@@ -60,6 +60,30 @@ def test_openapi_lists_every_route_with_typed_answers(client: TestClient) -> Non
         assert {"400", "404", "422", "503"} <= set(operation["responses"]), path
 
 
+def test_openapi_states_the_formats_the_routes_check(client: TestClient) -> None:
+    """Schema-valid requests are answerable: time, bucket and camera formats are in the schema."""
+    import re
+
+    paths = client.get("/openapi.json").json()["paths"]
+
+    def params(path: str) -> dict[str, dict[str, object]]:
+        return {p["name"]: p for p in paths[path]["get"].get("parameters", [])}
+
+    windows = params("/api/windows")
+    assert set(windows) == {"from", "to", "camera", "bucket"}
+    time_pattern = str(windows["from"]["schema"]["pattern"])
+    assert re.match(time_pattern, RANGE["from"]) and re.match(time_pattern, "2026-01-05T07:00:00+07:00")
+    assert not re.match(time_pattern, "yesterday") and not re.match(time_pattern, "2026-01-05T07:00:00")
+    camera_pattern = str(windows["camera"]["schema"]["anyOf"][0]["items"]["pattern"]
+                         if "anyOf" in windows["camera"]["schema"] else windows["camera"]["schema"]["pattern"])  # fmt: skip
+    assert re.match(camera_pattern, "cam_01,cam_02") and not re.match(camera_pattern, "cam 01")
+    assert re.match(str(windows["bucket"]["schema"]["pattern"]), "5m")
+    assert not re.match(str(windows["bucket"]["schema"]["pattern"]), "soon")
+    assert params("/api/heatmap")["bucket"]["schema"]["default"] == "5m"
+    assert set(params("/api/class-mix")) == {"from", "to", "camera"}  # no bucket where none applies
+    assert set(params("/api/pipeline/health")) == {"from", "to"}
+
+
 @pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
 def test_writes_are_not_allowed(client: TestClient, method: str) -> None:
     assert getattr(client, method)("/api/cameras").status_code == 405

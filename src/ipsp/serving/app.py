@@ -13,7 +13,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,7 +31,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 
 from ipsp import __version__
 from ipsp.config import Settings, get_settings
-from ipsp.contracts import DEAD_LETTER_STAGES
+from ipsp.contracts import DEAD_LETTER_STAGES, RECORD_KEY_PATTERN
 from ipsp.mongo import DEAD_LETTERS, PROGRESS, SERVING_APPNAME, connect
 from ipsp.serving import queries
 from ipsp.serving.metrics import ApiMetrics
@@ -58,6 +58,18 @@ log = logging.getLogger(__name__)
 FROM_HELP = "Range start: epoch milliseconds (Grafana ${__from}) or RFC 3339 with a zone. Default: to - 24h."
 TO_HELP = "Range end (exclusive): epoch milliseconds (Grafana ${__to}) or RFC 3339 with a zone. Default: now."
 CAMERA_HELP = "Camera ids, repeated or comma-separated (Grafana ${camera:csv}); none = all cameras."
+BUCKET_HELP = "Bucket width: 30s, 5m, 1h ... (Grafana ${__interval})."
+MERGE_HELP = (
+    "Merge each camera's windows into buckets this wide (5m, 1h ..., Grafana ${__interval}): "
+    "counts summed, density weighted by frames, the status most windows had."
+)
+#: formats the handlers check (with a 400 that says what is wrong), stated in the OpenAPI schema so clients
+#: and schema-driven tests send what the API can answer; not enforced by validation, whose 422 says less
+TIME_FORMAT = {"pattern": r"^(-?\d{1,16}|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|z|[+-]\d{2}:\d{2}))$"}
+DURATION_FORMAT = {"pattern": r"^\d+(\.\d+)?(ms|s|m|h|d|w)?$"}
+_ID = RECORD_KEY_PATTERN.strip("^$")  # one camera id
+CAMERAS_FORMAT = {"pattern": "^\\{?" + _ID + "(," + _ID + ")*\\}?$"}
+PAGE_KEY_FORMAT = {"pattern": r"^\d+,.+$"}
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Bad parameter (time range, bucket, too many rows)"},
@@ -203,10 +215,6 @@ def _auth_dependency(token: str) -> Any:
     return check
 
 
-def _range(from_: str | None, to: str | None) -> TimeRange:
-    return parse_range(from_, to)
-
-
 def _warm(reader: ServingReader, hours: int) -> None:
     """Read the latest hours' serving documents into the cache, so the first dashboard load finds them there."""
     started = time.perf_counter()
@@ -216,10 +224,6 @@ def _warm(reader: ServingReader, hours: int) -> None:
         log.warning("cache warm-up skipped: %s", exc)
         return
     log.info("cache warm-up: %d serving documents in %.2f s", read, time.perf_counter() - started)
-
-
-def _rounded(span: TimeRange, bucket: timedelta) -> TimeRange:
-    return round_range(span, rounding_for(span, bucket))
 
 
 @functools.cache
@@ -238,33 +242,103 @@ def _send(body: bytes) -> Response:
     return Response(content=body, media_type="application/json")
 
 
+@dataclass(frozen=True)
+class WindowQuery:
+    """A window route's cameras, range and bucket: checked once, the range widened to whole steps."""
+
+    names: tuple[str, ...]
+    span: TimeRange
+    width: timedelta | None
+    #: the width of the rows stored for this range: the stream job's windows up to 36 h, hours beyond
+    rows_width: timedelta
+
+    def key(self, route: str) -> tuple[Any, ...]:
+        """The cache key of this question to ``route``."""
+        return (route, self.names, self.span.start, self.span.end, self.width)
+
+
+def _window_queries(state: ServingState, window_seconds: int) -> tuple[Any, Any, Any]:
+    """The window routes' dependencies: without a bucket, with an optional one (merge), with one (heatmap)."""
+
+    def rows_width(span: TimeRange) -> timedelta:
+        return timedelta(seconds=window_seconds) if span.span <= HOURS_UP_TO else timedelta(hours=1)
+
+    def finish(span: TimeRange, cameras: list[str], bucket: str | None) -> WindowQuery:
+        width = parse_duration(bucket) if bucket else None
+        if width is not None:
+            queries.check_buckets(span, width)
+        names = tuple(_require(state, cameras))  # the parameters are checked before MongoDB is asked
+        span = round_range(span, rounding_for(span, max(width or timedelta(0), rows_width(span))))
+        return WindowQuery(names, span, width, rows_width(span))
+
+    def asked(
+        from_: str | None = Query(None, alias="from", description=FROM_HELP, json_schema_extra=TIME_FORMAT),
+        to: str | None = Query(None, description=TO_HELP, json_schema_extra=TIME_FORMAT),
+        camera: list[str] = Query([], description=CAMERA_HELP, json_schema_extra=CAMERAS_FORMAT),
+    ) -> tuple[TimeRange, list[str]]:
+        return parse_range(from_, to), parse_cameras(camera)
+
+    def plain(range_cameras: tuple[TimeRange, list[str]] = Depends(asked)) -> WindowQuery:
+        return finish(*range_cameras, None)
+
+    def merged(
+        range_cameras: tuple[TimeRange, list[str]] = Depends(asked),
+        bucket: str | None = Query(None, description=MERGE_HELP, json_schema_extra=DURATION_FORMAT),
+    ) -> WindowQuery:
+        return finish(*range_cameras, bucket)
+
+    def heat(
+        range_cameras: tuple[TimeRange, list[str]] = Depends(asked),
+        bucket: str = Query("5m", description=BUCKET_HELP, json_schema_extra=DURATION_FORMAT),
+    ) -> WindowQuery:
+        return finish(*range_cameras, bucket)
+
+    return plain, merged, heat
+
+
+def _minute_range(
+    from_: str | None = Query(None, alias="from", description=FROM_HELP, json_schema_extra=TIME_FORMAT),
+    to: str | None = Query(None, description=TO_HELP, json_schema_extra=TIME_FORMAT),
+) -> TimeRange:
+    """The pipeline routes' range, widened to whole minutes."""
+    span = parse_range(from_, to)
+    return round_range(span, rounding_for(span, timedelta(minutes=1)))
+
+
 def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRouter:
     router = APIRouter(prefix="/api", dependencies=[Depends(_auth_dependency(token))], responses=ERRORS)
     reader = state.reader
-    minute = timedelta(minutes=1)
+    plain, merged, heat = _window_queries(state, window_seconds)
 
-    def window_bucket(span: TimeRange) -> timedelta:
-        return timedelta(seconds=window_seconds) if span.span <= HOURS_UP_TO else timedelta(hours=1)
+    def answer(key: tuple[Any, ...], build: Callable[[], bytes]) -> Response:
+        return _send(reader.cached(key, build))
 
-    def rows_for(names: list[str], span: TimeRange) -> list[dict[str, Any]]:
+    def rows_for(q: WindowQuery) -> list[dict[str, Any]]:
         # one read shared by the four window panels of a dashboard (same cameras, same widened range)
-        rows = reader.cached(("rows", tuple(names), span.start, span.end), lambda: reader.window_rows(names, span))
+        key = ("rows", q.names, q.span.start, q.span.end)
+        rows = reader.cached(key, lambda: reader.window_rows(list(q.names), q.span))
         if len(rows) > queries.MAX_WINDOW_ROWS:
             raise BadParameter(
                 f"more than {queries.MAX_WINDOW_ROWS} windows in this range; narrow the range or name fewer cameras"
             )
         return rows
 
+    def window_rows(q: WindowQuery) -> bytes:
+        rows = rows_for(q)
+        if q.width is not None and q.width > q.rows_width:
+            rows = queries.merge_windows(rows, q.width)
+        return _json([queries.window_row(doc) for doc in rows], list[WindowRow])
+
     @router.get("/cameras", response_model=list[CameraStatus], tags=["cameras"])
-    def cameras(camera: list[str] = Query([], description=CAMERA_HELP)) -> Any:
+    def cameras(camera: list[str] = Query([], description=CAMERA_HELP, json_schema_extra=CAMERAS_FORMAT)) -> Any:
         """Cameras (all, or those named) with frame counts and the status of their latest window."""
         names = _require(state, parse_cameras(camera))
 
-        def answer() -> bytes:
+        def build() -> bytes:
             docs = reader.cameras()
             return _json([queries.camera_status_of(docs[name]) for name in names if name in docs], list[CameraStatus])
 
-        return _send(reader.cached(("cameras", tuple(names)), answer))
+        return answer(("cameras", tuple(names)), build)
 
     @router.get("/cameras/{camera_id}", response_model=CameraStatus, tags=["cameras"])
     def camera(camera_id: str) -> Any:
@@ -276,17 +350,19 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
     def frames(
         response: Response,
         camera_id: str,
-        from_: str | None = Query(None, alias="from", description=FROM_HELP),
-        to: str | None = Query(None, description=TO_HELP),
+        from_: str | None = Query(None, alias="from", description=FROM_HELP, json_schema_extra=TIME_FORMAT),
+        to: str | None = Query(None, description=TO_HELP, json_schema_extra=TIME_FORMAT),
         limit: int = Query(100, ge=1, le=queries.MAX_PAGE_SIZE, description="Page size."),
         after: str | None = Query(
-            None, description="Continue after this page key (the X-Next-After header of the previous page)."
+            None,
+            description="Continue after this page key (the X-Next-After header of the previous page).",
+            json_schema_extra=PAGE_KEY_FORMAT,
         ),
         order: str = Query("asc", pattern="^(asc|desc)$", description="Event-time order."),
         include_detections: bool = Query(False, description="Add each frame's detections."),
     ) -> Any:
         """A page of one camera's frames in the range, keyed by time; header X-Next-After when more follow."""
-        span = _range(from_, to)
+        span = parse_range(from_, to)
         name = _one_camera(state, camera_id)
         rows, more = queries.frames_page(state.db, name, span, limit, after, order == "desc", include_detections)
         if more and rows:
@@ -296,173 +372,90 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
     @router.get("/cameras/{camera_id}/windows", response_model=list[WindowRow], tags=["windows"])
     def camera_windows(
         camera_id: str,
-        from_: str | None = Query(None, alias="from", description=FROM_HELP),
-        to: str | None = Query(None, description=TO_HELP),
+        from_: str | None = Query(None, alias="from", description=FROM_HELP, json_schema_extra=TIME_FORMAT),
+        to: str | None = Query(None, description=TO_HELP, json_schema_extra=TIME_FORMAT),
     ) -> Any:
         """One camera's windows in the range with counts per class (hour rows for ranges over 36 h)."""
-        span = _range(from_, to)
-        names = [_one_camera(state, camera_id)]
-        span = round_range(span, rounding_for(span, window_bucket(span)))
-        return _send(
-            reader.cached(
-                ("windows", tuple(names), span.start, span.end),
-                lambda: _json([queries.window_row(doc) for doc in rows_for(names, span)], list[WindowRow]),
-            )
-        )
+        q = plain((parse_range(from_, to), [_one_camera(state, camera_id)]))
+        return answer(q.key("windows"), lambda: window_rows(q))
 
     @router.get("/windows", response_model=list[WindowRow], tags=["windows"])
-    def windows(
-        from_: str | None = Query(None, alias="from", description=FROM_HELP),
-        to: str | None = Query(None, description=TO_HELP),
-        camera: list[str] = Query([], description=CAMERA_HELP),
-        bucket: str | None = Query(
-            None,
-            description="Merge each camera's windows into buckets this wide (5m, 1h ..., Grafana ${__interval}): "
-            "counts summed, density weighted by frames, the status most windows had.",
-        ),
-    ) -> Any:
+    def windows(q: WindowQuery = Depends(merged)) -> Any:
         """Windows of the cameras in the range (one row per camera and window, or per bucket; hour rows over 36 h)."""
-        span = _range(from_, to)
-        names = _cameras(state, camera)
-        width = parse_duration(bucket) if bucket else None
-        if width is not None:
-            queries.check_buckets(span, width)
-        span = round_range(span, rounding_for(span, max(width or timedelta(0), window_bucket(span))))
-
-        def answer() -> bytes:
-            rows = rows_for(names, span)
-            if width is not None and width > window_bucket(span):
-                rows = queries.merge_windows(rows, width)
-            return _json([queries.window_row(doc) for doc in rows], list[WindowRow])
-
-        return _send(reader.cached(("windows", tuple(names), span.start, span.end, width), answer))
+        return answer(q.key("windows"), lambda: window_rows(q))
 
     @router.get("/heatmap", response_model=list[HeatCell], tags=["windows"])
-    def heatmap(
-        from_: str | None = Query(None, alias="from", description=FROM_HELP),
-        to: str | None = Query(None, description=TO_HELP),
-        camera: list[str] = Query([], description=CAMERA_HELP),
-        bucket: str = Query("5m", description="Bucket width: 30s, 5m, 1h ... (Grafana ${__interval})."),
-    ) -> Any:
+    def heatmap(q: WindowQuery = Depends(heat)) -> Any:
         """Density heatmap: one row per camera and time bucket that holds windows."""
-        span = _range(from_, to)
-        width = parse_duration(bucket)
-        queries.check_buckets(span, width)
-        names = _cameras(state, camera)
-        span = round_range(span, rounding_for(span, max(width, window_bucket(span))))
-        return _send(
-            reader.cached(
-                ("heatmap", tuple(names), span.start, span.end, width),
-                lambda: _json(queries.heat_cells(rows_for(names, span), width), list[HeatCell]),
-            )
-        )
+        assert q.width is not None
+        width = q.width
+        return answer(q.key("heatmap"), lambda: _json(queries.heat_cells(rows_for(q), width), list[HeatCell]))
 
     @router.get("/class-mix", response_model=list[ClassShare], tags=["windows"])
-    def class_mix(
-        from_: str | None = Query(None, alias="from", description=FROM_HELP),
-        to: str | None = Query(None, description=TO_HELP),
-        camera: list[str] = Query([], description=CAMERA_HELP),
-    ) -> Any:
+    def class_mix(q: WindowQuery = Depends(plain)) -> Any:
         """Objects per traffic class over the range, with shares (every class listed)."""
-        span = _range(from_, to)
-        names = _cameras(state, camera)
-        span = round_range(span, rounding_for(span, window_bucket(span)))
-        return _send(
-            reader.cached(
-                ("class-mix", tuple(names), span.start, span.end),
-                lambda: _json(queries.class_mix_of(rows_for(names, span)), list[ClassShare]),
-            )
-        )
+        return answer(q.key("class-mix"), lambda: _json(queries.class_mix_of(rows_for(q)), list[ClassShare]))
 
     @router.get("/class-mix/cameras", response_model=list[CameraClassMix], tags=["windows"])
-    def class_mix_cameras(
-        from_: str | None = Query(None, alias="from", description=FROM_HELP),
-        to: str | None = Query(None, description=TO_HELP),
-        camera: list[str] = Query([], description=CAMERA_HELP),
-    ) -> Any:
+    def class_mix_cameras(q: WindowQuery = Depends(plain)) -> Any:
         """Objects per traffic class for each camera over the range."""
-        span = _range(from_, to)
-        names = _cameras(state, camera)
-        span = round_range(span, rounding_for(span, window_bucket(span)))
-        return _send(
-            reader.cached(
-                ("class-mix-cameras", tuple(names), span.start, span.end),
-                lambda: _json(queries.class_mix_by_camera_of(rows_for(names, span)), list[CameraClassMix]),
-            )
+        return answer(
+            q.key("class-mix-cameras"),
+            lambda: _json(queries.class_mix_by_camera_of(rows_for(q)), list[CameraClassMix]),
         )
 
     @router.get("/pipeline/health", response_model=list[PipelineHealth], tags=["pipeline"])
-    def pipeline_health(
-        from_: str | None = Query(None, alias="from", description=FROM_HELP),
-        to: str | None = Query(None, description=TO_HELP),
-    ) -> Any:
+    def pipeline_health(span: TimeRange = Depends(_minute_range)) -> Any:
         """Streaming job over the range: batches, rows, throughput, latency, dead letters (one row)."""
-        span = _rounded(_range(from_, to), minute)
-        return _send(
-            reader.cached(
-                ("pipeline-health", span.start, span.end),
-                lambda: _json([queries.health_of(reader.batch_rows(span))], list[PipelineHealth]),
-            )
+        return answer(
+            ("pipeline-health", span.start, span.end),
+            lambda: _json([queries.health_of(reader.batch_rows(span))], list[PipelineHealth]),
         )
 
     @router.get("/pipeline/batches", response_model=list[BatchRow], tags=["pipeline"])
     def pipeline_batches(
-        from_: str | None = Query(None, alias="from", description=FROM_HELP),
-        to: str | None = Query(None, description=TO_HELP),
+        span: TimeRange = Depends(_minute_range),
         limit: int = Query(500, ge=1, le=queries.MAX_LIST_ROWS, description="Latest batches to return."),
     ) -> Any:
         """The latest micro-batches that finished in the range (oldest first): rates and latency."""
-        span = _rounded(_range(from_, to), minute)
-        return _send(
-            reader.cached(
-                ("pipeline-batches", span.start, span.end, limit),
-                lambda: _json([queries.batch_row(doc) for doc in reader.batch_rows(span)[-limit:]], list[BatchRow]),
-            )
+        return answer(
+            ("pipeline-batches", span.start, span.end, limit),
+            lambda: _json([queries.batch_row(doc) for doc in reader.batch_rows(span)[-limit:]], list[BatchRow]),
         )
 
     @router.get("/dead-letters", response_model=list[DeadLetterRow], tags=["pipeline"])
     def dead_letters(
-        from_: str | None = Query(None, alias="from", description=FROM_HELP),
-        to: str | None = Query(None, description=TO_HELP),
+        span: TimeRange = Depends(_minute_range),
         limit: int = Query(100, ge=1, le=queries.MAX_LIST_ROWS, description="Latest dead letters to return."),
         stage: list[str] = Query([], description="Only these stages (repeated or comma-separated)."),
     ) -> Any:
         """The latest dead letters created in the range, newest first (up to 20 listed per micro-batch)."""
-        span = _rounded(_range(from_, to), minute)
         stages = _stages(stage)
-        return _send(
-            reader.cached(
-                ("dead-letters", span.start, span.end, limit, tuple(sorted(stages))),
-                lambda: _json(
-                    queries.latest_dead_letters(reader.batch_rows(span), span, limit, stages), list[DeadLetterRow]
-                ),
-            )
+        return answer(
+            ("dead-letters", span.start, span.end, limit, tuple(sorted(stages))),
+            lambda: _json(
+                queries.latest_dead_letters(reader.batch_rows(span), span, limit, stages), list[DeadLetterRow]
+            ),
         )
 
     @router.get("/dead-letters/stages", response_model=list[StageCount], tags=["pipeline"])
-    def dead_letter_stages(
-        from_: str | None = Query(None, alias="from", description=FROM_HELP),
-        to: str | None = Query(None, description=TO_HELP),
-    ) -> Any:
+    def dead_letter_stages(span: TimeRange = Depends(_minute_range)) -> Any:
         """Dead letters per pipeline stage over the range (every stage listed), from the batches' figures."""
-        span = _rounded(_range(from_, to), minute)
-        return _send(
-            reader.cached(
-                ("dead-letter-stages", span.start, span.end),
-                lambda: _json(queries.stages_of(reader.batch_rows(span)), list[StageCount]),
-            )
+        return answer(
+            ("dead-letter-stages", span.start, span.end),
+            lambda: _json(queries.stages_of(reader.batch_rows(span)), list[StageCount]),
         )
 
     @router.get("/summary", response_model=Summary, tags=["ops"])
     def summary() -> Any:
         """What the database holds: frames and cameras in windows, time extent, batches."""
 
-        def answer() -> bytes:
+        def build() -> bytes:
             batches = state.db[PROGRESS].estimated_document_count()
             letters = state.db[DEAD_LETTERS].estimated_document_count()
             return _json(queries.summary_of(reader.cameras(), reader.first_window_start(), batches, letters), Summary)
 
-        return _send(reader.cached(("summary",), answer))
+        return answer(("summary",), build)
 
     return router
 
@@ -477,12 +470,6 @@ def _require(state: ServingState, names: list[str]) -> list[str]:
         listed = ", ".join(sorted(known)[:25]) or "none yet"
         raise queries.UnknownCamera(f"unknown camera(s): {', '.join(missing)}; known cameras: {listed}")
     return names
-
-
-def _cameras(state: ServingState, values: list[str]) -> list[str]:
-    """Named cameras, checked; an empty list means all cameras."""
-    names = parse_cameras(values)
-    return _require(state, names) if names else sorted(state.reader.cameras())
 
 
 def _one_camera(state: ServingState, camera_id: str) -> str:
