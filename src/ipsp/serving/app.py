@@ -68,7 +68,7 @@ MERGE_HELP = (
 TIME_FORMAT = {"pattern": r"^(-?\d{1,16}|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|z|[+-]\d{2}:\d{2}))$"}
 DURATION_FORMAT = {"pattern": r"^\d+(\.\d+)?(ms|s|m|h|d|w)?$"}
 _ID = RECORD_KEY_PATTERN.strip("^$")  # one camera id
-CAMERAS_FORMAT = {"pattern": "^\\{?" + _ID + "(," + _ID + ")*\\}?$"}
+CAMERAS_FORMAT = {"items": {"type": "string", "pattern": "^\\{?" + _ID + "(," + _ID + ")*\\}?$"}}  # each value
 PAGE_KEY_FORMAT = {"pattern": r"^\d+,.+$"}
 
 ERRORS: dict[int | str, dict[str, Any]] = {
