@@ -42,7 +42,7 @@ def card_provenance(result: FinetuneResult) -> dict[str, Any]:
         "command": cfg.get("command", ""),
         "input_size": "{1}x{0}".format(*cfg["run_hw"]),  # the size to run it at (WIDTHxHEIGHT)
         "training_seconds": result.seconds,
-        "settings": {k: cfg[k] for k in ("epochs", "batch", "input_hw", "run_hw", "lr", "seed", "device")},
+        "settings": {k: cfg[k] for k in ("epochs", "batch", "input_hw", "lr", "seed", "device")},
         "metrics": result.metrics,
     }
 
