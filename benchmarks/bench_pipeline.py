@@ -54,7 +54,7 @@ from typing import Any
 
 from ipsp.config import Settings, load_settings
 from ipsp.contracts import PipelineProgress
-from ipsp.streaming.process import latency_stats
+from ipsp.streaming.progress import latency_stats
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "pipeline.json"

@@ -9,7 +9,8 @@ import pytest
 
 from ipsp import mongo
 from ipsp.config import Settings
-from ipsp.streaming.maintenance import prune, rebuild, status_function
+from ipsp.streaming.maintenance import prune, rebuild
+from ipsp.streaming.windows import status_function
 from support.serving import (
     DEFAULT_START,
     check_serving_equals_rebuild,

@@ -278,7 +278,7 @@ def check_dead_letters(db: Any, feed: Feed) -> None:
 
 def check_windows(db: Any, docs: dict[str, dict[str, Any]] | list[dict[str, Any]], window_seconds: int) -> None:
     """Every window equals the sum of its events; every stored event is in exactly one window, once."""
-    from ipsp.streaming.process import to_ms, window_start
+    from ipsp.streaming.windows import to_ms, window_start
 
     frames: dict[tuple[str, Any], list[dict[str, Any]]] = {}
     for doc in docs.values() if isinstance(docs, dict) else docs:

@@ -47,11 +47,12 @@ from ipsp.contracts import (
     window_id,
 )
 from ipsp.mongo import connect
-from ipsp.streaming.maintenance import status_function
-from ipsp.streaming.process import from_ms, latency_stats, to_ms
+from ipsp.streaming.progress import latency_stats
 from ipsp.streaming.serving_sink import write_serving
 from ipsp.streaming.sinks import MongoSink
-from ipsp.streaming.state import Frame, StreamState, figures_of, fold_batch, group_by_window, latest_per_event
+from ipsp.streaming.state import StreamState, fold_batch, group_by_window, latest_per_event
+from ipsp.streaming.task.outcome import FrameOutcome
+from ipsp.streaming.windows import from_ms, status_function
 
 DEFAULT_START = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
 FRAME_SIZE = (1280, 720)
@@ -187,11 +188,7 @@ def write_through_sink(
         sink.write_results(results)
         sink.write_dead_letters(letters)
         # the driver's window step (BatchSink.update_windows), on the feed's clock
-        written = [
-            Frame(r.id, r.camera_id, to_ms(r.event_time), figures_of(r.counts, r.density_percent), 0,
-                  r.pipeline.kafka_offset)
-            for r in results
-        ]  # fmt: skip
+        written = [FrameOutcome.of_result(r, latency_ms=0.0) for r in results]
         keys = group_by_window(latest_per_event(written), window_seconds)
         stored = sink.read_windows(sorted(window_id(c, from_ms(ms)) for c, ms in keys))
         out = fold_batch(

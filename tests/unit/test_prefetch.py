@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from ipsp.config import Settings
-from ipsp.contracts import AnalysisResult, DeadLetter, FrameInfo, FrameMessage, LmdbRef, ModelRef
+from ipsp.contracts import FrameInfo, FrameMessage, LmdbRef, ModelRef
 from ipsp.detection import load_cameras_config
 from ipsp.detection.detector import Detector, open_backend
 from ipsp.detection.errors import FrameError
@@ -29,8 +29,11 @@ from ipsp.detection.types import Detections
 from ipsp.storage import open_store
 from ipsp.storage.shards import ShardReader, initial_map_size, write_shard
 from ipsp.streaming.prefetch import Prefetcher
-from ipsp.streaming.worker import JobContext, TaskOutput, TaskTimings, run_task
+from ipsp.streaming.task.fetch import fetch_with_retries
+from ipsp.streaming.task.outcome import FrameOutcome, TaskReport
+from ipsp.streaming.task.run import JobContext, run_task
 from ipsp.training.synthetic import scene
+from support.fakes import FailingInference, RecordingSink, UnansweringStore
 
 CENTERNET = Path(__file__).resolve().parents[2] / "4_model_training" / "models" / "centernet.onnx"
 EVENT = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
@@ -114,17 +117,7 @@ def test_a_consumer_that_stops_early_stops_the_producer(depth: int) -> None:
 
 def test_close_ends_a_producer_waiting_out_an_outage() -> None:
     """A fetch backing off for minutes must not hold the task's exit: the stop event ends the wait."""
-    from ipsp.errors import ServiceUnavailable
-    from ipsp.streaming.worker import fetch_with_retries
-
-    class Down:
-        calls = 0
-
-        def get_many(self, shard: str, keys: list[str]) -> dict[str, bytes]:
-            self.calls += 1
-            raise ServiceUnavailable("S3 server at http://127.0.0.1:9 does not answer")
-
-    reader = Down()
+    reader = UnansweringStore()
 
     def produce(stop: threading.Event) -> Iterator[dict[str, Any]]:
         yield fetch_with_retries(reader, "s3://b/s.lmdb", ["k"], 600.0, stop)
@@ -170,25 +163,6 @@ def test_prepare_then_detect_equals_detect_bytes(detector: Detector) -> None:
 # --- run_task with the prefetch stage ---------------------------------------------------
 
 
-class Recorder:
-    """The task's sink, in memory: what it would write to MongoDB, in order."""
-
-    def __init__(self) -> None:
-        self.results: list[AnalysisResult] = []
-        self.letters: list[DeadLetter] = []
-
-    def write_results(self, results: list[AnalysisResult]) -> int:
-        self.results.extend(results)
-        return len(results)
-
-    def write_dead_letters(self, letters: list[DeadLetter]) -> int:
-        self.letters.extend(letters)
-        return len(letters)
-
-    def delete_dead_letters(self, ids: list[str]) -> int:
-        return 0
-
-
 class Feed:
     """Frames packed into shards of a file:// store and the Kafka rows that point at them."""
 
@@ -231,10 +205,12 @@ def context(prefetch: int, retry_seconds: float = 0.0) -> JobContext:
     return JobContext(settings, "centernet", ModelRef(name="centernet", version="1", sha256="0" * 64), 0, retry_seconds)
 
 
-def run(feed: Feed, prefetch: int, detector: Detector, reader: Any) -> tuple[Recorder, TaskOutput, TaskTimings]:
-    sink = Recorder()
-    output, timings = run_task(feed.rows, context(prefetch), detector, reader, sink, load_cameras_config(None))
-    return sink, output, timings
+def run(
+    feed: Feed, prefetch: int, detector: Detector, reader: Any
+) -> tuple[RecordingSink, list[FrameOutcome], TaskReport]:
+    sink = RecordingSink()
+    outcomes, report = run_task(feed.rows, context(prefetch), detector, reader, sink, load_cameras_config(None))
+    return sink, outcomes, report
 
 
 @pytest.fixture
@@ -263,7 +239,7 @@ def test_task_results_and_dead_letters_are_those_of_its_frames(
     feed: Feed, detector: Detector, tmp_path: Path, prefetch: int
 ) -> None:
     reader = ShardReader(tmp_path / "cache", max_bytes=64 << 20)
-    sink, output, timings = run(feed, prefetch, detector, reader)
+    sink, outcomes, report = run(feed, prefetch, detector, reader)
     assert [r.record_key for r in sink.results] == EXPECTED_RESULTS  # the records' order, batch after batch
     stages = {d.record_key: (d.stage, d.reason) for d in sink.letters}
     assert set(stages) == {"cam_01_00002", "cam_01_00004", "cam_01_00099", "cam_09_00000"}
@@ -271,8 +247,10 @@ def test_task_results_and_dead_letters_are_those_of_its_frames(
     assert stages["cam_01_00004"][0] == "decode" and stages["cam_01_00004"][1].startswith("frame does not decode:")
     assert stages["cam_01_00099"][0] == "fetch" and "cam_01_00099" in stages["cam_01_00099"][1]
     assert stages["cam_09_00000"][0] == "fetch"
-    assert len(output.rows) == len(feed.rows) and output.kept == len(EXPECTED_RESULTS)
-    assert timings.fetch_ms > 0 and timings.pre_ms > 0 and timings.infer_ms > 0
+    assert len(outcomes) == len(feed.rows) and report.kept == len(EXPECTED_RESULTS)
+    assert [o.record_key for o in outcomes if o.kind == "result"] == EXPECTED_RESULTS
+    assert {o.record_key: o.stage for o in outcomes if o.kind == "dead"} == {k: v[0] for k, v in stages.items()}
+    assert report.fetch_ms > 0 and report.pre_ms > 0 and report.infer_ms > 0
     assert not prefetch_threads()
 
 
@@ -300,7 +278,7 @@ def test_a_storage_outage_fails_the_task_and_ends_the_thread(
                 return real.get_many(shard, keys)
             raise ConnectionResetError("connection reset by the S3 server")
 
-    sink = Recorder()
+    sink = RecordingSink()
     with pytest.raises(ConnectionResetError, match="reset"):
         run_task(feed.rows, context(prefetch), detector, Outage(), sink, load_cameras_config(None))
     assert not prefetch_threads()
@@ -311,17 +289,6 @@ def test_a_storage_outage_fails_the_task_and_ends_the_thread(
 def test_an_inference_error_stops_the_prefetch_thread(feed: Feed, detector: Detector, tmp_path: Path) -> None:
     reader = ShardReader(tmp_path / "cache", max_bytes=64 << 20)
 
-    class Broken:
-        """The real detector's preprocessing; its inference fails."""
-
-        last_timings = detector.last_timings
-
-        def prepare_bytes(self, frames: list[bytes], labels: list[str]) -> Any:
-            return detector.prepare_bytes(frames, labels)
-
-        def detect_prepared(self, prepared: Any) -> Any:
-            raise MemoryError("onnxruntime could not allocate")
-
     with pytest.raises(MemoryError):
-        run_task(feed.rows, context(2), Broken(), reader, Recorder(), load_cameras_config(None))
+        run_task(feed.rows, context(2), FailingInference(detector), reader, RecordingSink(), load_cameras_config(None))
     assert not prefetch_threads()

@@ -10,13 +10,9 @@ from pymongo.errors import AutoReconnect, OperationFailure
 from ipsp import mongo
 from ipsp.config import Settings
 from ipsp.streaming import sinks
-from ipsp.streaming.job import (
-    StreamOptions,
-    StreamReport,
-    checkpoint_location,
-    describe_failure,
-    spark_checkpoint,
-)
+from ipsp.streaming.control import describe_failure
+from ipsp.streaming.job import StreamOptions, StreamReport, checkpoint_location, spark_checkpoint
+from support.fakes import UnansweringStore
 
 
 def settings(tmp_path: Path, **extra: object) -> Settings:
@@ -150,21 +146,11 @@ def test_a_stored_result_is_replaced_only_by_a_later_kafka_record_or_another_mod
 
 def test_an_object_store_outage_is_waited_out_then_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     from ipsp.errors import ServiceUnavailable
-    from ipsp.streaming import worker
+    from ipsp.streaming.task import fetch
 
-    monkeypatch.setattr(worker.time, "sleep", lambda _s: None)
-
-    class Flaky:
-        calls = 0
-
-        def get_many(self, shard: str, keys: list[str]) -> dict[str, bytes]:
-            self.calls += 1
-            if self.calls < 3:
-                raise ServiceUnavailable("S3 server at http://127.0.0.1:9 does not answer")
-            return dict.fromkeys(keys, b"x")
-
-    reader = Flaky()
-    assert worker.fetch_with_retries(reader, "s3://b/s.lmdb", ["k"], 60.0) == {"k": b"x"}
+    monkeypatch.setattr(fetch.time, "sleep", lambda _s: None)
+    reader = UnansweringStore(failures=2)
+    assert fetch.fetch_with_retries(reader, "s3://b/s.lmdb", ["k"], 60.0) == {"k": b"x"}
     assert reader.calls == 3
     with pytest.raises(ServiceUnavailable):
-        worker.fetch_with_retries(Flaky(), "s3://b/s.lmdb", ["k"], 0.0)
+        fetch.fetch_with_retries(UnansweringStore(failures=2), "s3://b/s.lmdb", ["k"], 0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -9,17 +10,10 @@ from typing import Any
 import pytest
 
 from ipsp.config import Settings
-from ipsp.contracts import Counts, TrafficWindow, event_id
-from ipsp.streaming.process import to_ms
-from ipsp.streaming.state import (
-    BatchWindows,
-    Frame,
-    StateStore,
-    StreamState,
-    figures_of,
-    fold_batch,
-    latest_per_event,
-)
+from ipsp.contracts import TrafficWindow, event_id
+from ipsp.streaming.state import BatchWindows, StateStore, StreamState, fold_batch, latest_per_event
+from ipsp.streaming.task.outcome import FrameOutcome
+from ipsp.streaming.windows import to_ms
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 28, 7, 30, tzinfo=UTC)
@@ -30,10 +24,10 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def frame(camera: str, seconds: float, cars: int = 1, density: float = 10.0, offset: int = 0) -> Frame:
-    return Frame(
-        event_id(camera, at(seconds)), camera, to_ms(at(seconds)), figures_of(Counts.of({"car": cars}), density),
-        partition=0, offset=offset,
+def frame(camera: str, seconds: float, cars: int = 1, density: float = 10.0, offset: int = 0) -> FrameOutcome:
+    return FrameOutcome(
+        "result", camera_id=camera, event_id=event_id(camera, at(seconds)), event_ms=to_ms(at(seconds)), car=cars,
+        density=density, partition=0, offset=offset,
     )  # fmt: skip
 
 
@@ -48,7 +42,7 @@ class Store:
         self.docs: dict[str, dict[str, Any]] = {}
         self.state = StreamState()
 
-    def batch(self, frames: list[Frame], now: datetime = NOW) -> BatchWindows:
+    def batch(self, frames: list[FrameOutcome], now: datetime = NOW) -> BatchWindows:
         out = fold_batch(self.state, self.docs, frames, WINDOW_S, DELAY_S, IDLE_S, now, status)
         for doc in out.documents:
             self.docs[doc.id] = doc.to_document()
@@ -88,7 +82,7 @@ def test_copies_of_one_event_resolve_to_the_latest_kafka_record() -> None:
     copies = [frame("cam_01", 5, cars=1, offset=9), frame("cam_01", 5, cars=7, offset=12), frame("cam_01", 5, offset=3)]
     (kept,) = latest_per_event(copies)
     assert kept.offset == 12
-    other_partition = Frame(kept.event_id, "cam_01", kept.event_ms, kept.figures, partition=1, offset=0)
+    other_partition = replace(kept, partition=1, offset=0)
     assert latest_per_event([kept, other_partition]) == [other_partition]
 
 

@@ -81,7 +81,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @dataclass
-class ServingState:
+class ApiState:
     """What the routes share: the database handle, the serving-document reader and the metrics."""
 
     db: Database[dict[str, Any]]
@@ -101,7 +101,7 @@ def create_app(
     uri = settings.mongo_uri.get_secret_value()
     mongo = client if client is not None else connect(uri, timeout_ms=2000, appname=SERVING_APPNAME)
     db = mongo[settings.mongo_db]
-    state = ServingState(db, ServingReader(db, state_ttl_s=min(camera_ttl_s, settings.api_cache_seconds)), ApiMetrics())
+    state = ApiState(db, ServingReader(db, state_ttl_s=min(camera_ttl_s, settings.api_cache_seconds)), ApiMetrics())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -176,7 +176,7 @@ def _first_line(exc: BaseException) -> str:
 # --- operational routes --------------------------------------------------------------
 
 
-def _add_ops_routes(app: FastAPI, state: ServingState) -> None:
+def _add_ops_routes(app: FastAPI, state: ApiState) -> None:
     @app.get("/healthz", response_model=Health, tags=["ops"], responses={503: {"model": Health}})
     def healthz() -> Any:
         """Ping MongoDB: 200 when it answers, 503 when it does not."""
@@ -257,7 +257,7 @@ class WindowQuery:
         return (route, self.names, self.span.start, self.span.end, self.width)
 
 
-def _window_queries(state: ServingState, window_seconds: int) -> tuple[Any, Any, Any]:
+def _window_queries(state: ApiState, window_seconds: int) -> tuple[Any, Any, Any]:
     """The window routes' dependencies: without a bucket, with an optional one (merge), with one (heatmap)."""
 
     def rows_width(span: TimeRange) -> timedelta:
@@ -305,7 +305,7 @@ def _minute_range(
     return round_range(span, rounding_for(span, timedelta(minutes=1)))
 
 
-def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRouter:
+def _api_router(state: ApiState, token: str, window_seconds: int) -> APIRouter:
     router = APIRouter(prefix="/api", dependencies=[Depends(_auth_dependency(token))], responses=ERRORS)
     reader = state.reader
     plain, merged, heat = _window_queries(state, window_seconds)
@@ -460,7 +460,7 @@ def _api_router(state: ServingState, token: str, window_seconds: int) -> APIRout
     return router
 
 
-def _require(state: ServingState, names: list[str]) -> list[str]:
+def _require(state: ApiState, names: list[str]) -> list[str]:
     """The cameras asked for (all known ones when none), or UnknownCamera naming the missing ones."""
     known = state.reader.cameras()
     if not names:
@@ -472,7 +472,7 @@ def _require(state: ServingState, names: list[str]) -> list[str]:
     return names
 
 
-def _one_camera(state: ServingState, camera_id: str) -> str:
+def _one_camera(state: ApiState, camera_id: str) -> str:
     names = parse_cameras([camera_id])
     if len(names) != 1:
         raise BadParameter(f"camera {camera_id!r} must name exactly one camera")

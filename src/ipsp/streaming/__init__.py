@@ -1,10 +1,12 @@
 """The streaming processor: Kafka -> Spark Structured Streaming -> LMDB fetch -> detection -> MongoDB.
 
-- :mod:`ipsp.streaming.process`: pure per-record logic (parse/validate, grouping,
-  windows, watermark, percentiles), unit-tested alone;
-- :mod:`ipsp.streaming.worker`: what runs in the Spark Python workers;
+- :mod:`ipsp.streaming.task`: what runs in the Spark Python workers, as typed
+  stages (parse, fetch, analyze, write) chained by :mod:`ipsp.streaming.task.run`;
 - :mod:`ipsp.streaming.resources`: the per-process caches those workers reuse;
-- :mod:`ipsp.streaming.sinks`: MongoDB upserts, window recomputation, progress;
-- :mod:`ipsp.streaming.job`: the query, ``foreachBatch``, checkpoint and stop handling;
+- :mod:`ipsp.streaming.windows`: window arithmetic and status, in one place;
+- :mod:`ipsp.streaming.state`: folding frames into windows, closing them, the query state;
+- :mod:`ipsp.streaming.sinks` and :mod:`ipsp.streaming.serving_sink`: MongoDB writes;
+- :mod:`ipsp.streaming.job`: the query and its ``foreachBatch``; :mod:`ipsp.streaming.preflight`
+  its start-up checks; :mod:`ipsp.streaming.control` stopping it and describing failures;
 - :mod:`ipsp.streaming.cli`: ``ipsp stream``.
 """

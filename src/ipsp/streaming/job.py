@@ -1,7 +1,7 @@
 """Driver side of the stream job: the Structured Streaming query and its per-batch sink.
 
 Kafka (``kafka`` source, ``maxOffsetsPerTrigger``) -> ``foreachBatch``: each
-micro-batch runs :func:`ipsp.streaming.worker.partition_function` with
+micro-batch runs :func:`ipsp.streaming.task.run.partition_function` with
 ``mapInArrow`` on the executors (fetch, detect, upsert results and dead letters),
 collects the small per-record summary, then on the driver recomputes the
 per-camera windows the batch touched and writes one progress document.
@@ -29,7 +29,6 @@ epoch (``<checkpoint>/ipsp/epoch``) names the progress documents.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -42,28 +41,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import urlparse
 
 from ipsp.config import Settings
-from ipsp.contracts import Counts, ModelRef, PipelineProgress, utc_now, window_id
+from ipsp.contracts import ModelRef, PipelineProgress, utc_now, window_id
 from ipsp.errors import UserError
-from ipsp.mongo import DEFAULT_RETRY_SECONDS, SinkUnavailable, connect, redact
-from ipsp.streaming.process import elapsed_ms, from_ms, latency_stats, to_ms
+from ipsp.mongo import DEFAULT_RETRY_SECONDS
+from ipsp.streaming.control import GracefulStop, StopRequest, wait
+from ipsp.streaming.preflight import check_topic, load_model, open_sink
+from ipsp.streaming.progress import elapsed_ms, latency_stats
 from ipsp.streaming.serving_sink import write_serving
 from ipsp.streaming.sinks import MongoSink
-from ipsp.streaming.state import (
-    COUNT_FIELDS,
-    BatchWindows,
-    Frame,
-    StateStore,
-    figures_of,
-    fold_batch,
-    group_by_window,
-    latest_per_event,
-)
-from ipsp.streaming.worker import JobContext, partition_function, summary_schema_ddl, warm_up_function
+from ipsp.streaming.state import BatchWindows, StateStore, fold_batch, group_by_window, latest_per_event
+from ipsp.streaming.task.outcome import FrameOutcome, TaskReport, from_table, schema_ddl
+from ipsp.streaming.task.run import JobContext, partition_function, warm_up_function
+from ipsp.streaming.windows import from_ms, status_function, to_ms
 
 log = logging.getLogger("ipsp.stream")
 
@@ -168,8 +161,6 @@ class BatchSink:
         run_name: str = "",
         slots: int = 1,
     ) -> None:
-        from ipsp.detection import load_cameras_config
-
         self.settings = settings
         self.options = options
         self.model_ref = model_ref
@@ -177,7 +168,8 @@ class BatchSink:
         self.sink = sink
         self.states = states
         self.report = report
-        self.cameras = load_cameras_config(settings.cameras_config)
+        #: window status with each camera's thresholds
+        self.status_of = status_function(settings.cameras_config)
         self.in_batch = threading.Event()
         self.lock = threading.Lock()
         self.stop = StopRequest()
@@ -185,13 +177,6 @@ class BatchSink:
         self.previous_start: datetime | None = None
         self.run_name = run_name or f"{settings.mongo_db}/{options.query_name}/-"
         self.slots = 1 if options.task_rows else slots  # --task-rows: split Kafka partitions instead
-
-    def status_of(self, camera_id: str, density: float, vehicles: int) -> str:
-        """Window status from its mean density and vehicles per frame, with the camera's thresholds."""
-        from ipsp.detection import traffic_status
-
-        _roi, _units, thresholds = self.cameras.camera(camera_id)
-        return traffic_status(density, vehicles, thresholds)
 
     def __call__(self, df: Any, batch_id: int) -> None:
         with self.lock:
@@ -218,41 +203,28 @@ class BatchSink:
         ctx = JobContext(self.settings, self.model_ref, self.model, batch_id, self.options.retry_seconds, replayed)
         table = (
             self.shaped(df.select("value", "topic", "partition", "offset"))
-            .mapInArrow(partition_function(ctx), summary_schema_ddl())
+            .mapInArrow(partition_function(ctx), schema_ddl())
             .toArrow()
         )
         t1 = time.perf_counter()
-        rows = table.to_pylist()
-        results = [r for r in rows if r["kind"] == "result"]
-        dead = [r for r in rows if r["kind"] == "dead"]
-        tasks = [r for r in rows if r["kind"] == "task"]
+        outcomes, tasks = from_table(table)
+        results = [o for o in outcomes if o.kind == "result"]
+        dead = [o for o in outcomes if o.kind == "dead"]
 
-        changes = self.update_windows(batch_id, [frame_of(r) for r in results], utc_now())
+        changes = self.update_windows(batch_id, results, utc_now())
         windows = changes.documents
         t2 = time.perf_counter()
 
         finished = utc_now()
-        stages = Counter(r["stage"] for r in dead)
+        stages = Counter(o.stage for o in dead)
         total_rows = len(results) + len(dead)
         # input rate as Spark defines it: rows over the time since the previous batch started
         interval_s = elapsed_ms(self.previous_start, started) / 1000 if self.previous_start else t2 - t0
-        durations = {
-            "read": _sum(tasks, "read_ms"),
-            "parse": _sum(tasks, "parse_ms"),
-            "fetch": _sum(tasks, "fetch_ms"),
-            "check": _sum(tasks, "check_ms"),
-            "preprocess": _sum(tasks, "pre_ms"),
-            "wait": _sum(tasks, "wait_ms"),  # inference waiting for input (fetch/check/preprocess run ahead)
-            "infer": _sum(tasks, "infer_ms"),
-            "postprocess": _sum(tasks, "post_ms"),
-            "build": _sum(tasks, "build_ms"),
-            "write": _sum(tasks, "write_ms"),
-            "tasks": _sum(tasks, "task_ms"),
-            "job": round((t1 - t0) * 1000, 3),
-            "windows": round((t2 - t1) * 1000, 3),
-            "total": round((t2 - t0) * 1000, 3),
-        }
-        latency = latency_stats(r["latency_ms"] for r in results)
+        durations = {name: round(sum(getattr(t, field) for t in tasks), 3) for name, field in TASK_STEPS.items()}
+        durations.update(
+            job=round((t1 - t0) * 1000, 3), windows=round((t2 - t1) * 1000, 3), total=round((t2 - t0) * 1000, 3)
+        )
+        latency = latency_stats(o.latency_ms for o in results)
         progress = PipelineProgress(
             id=f"{self.run_name}:{batch_id}",
             query=self.options.query_name,
@@ -270,11 +242,11 @@ class BatchSink:
             finished_at=finished,
         )
         self.sink.write_progress(progress)
-        write_serving(self.sink, self.settings.window_seconds, windows, progress, [letter_of(r) for r in dead])
+        write_serving(self.sink, self.settings.window_seconds, windows, progress, [letter_of(o) for o in dead])
         self.previous_start = started
         self._account(progress, stages, changes.late)
         if self.report.keep_latencies:
-            self.report.latencies_ms.extend(r["latency_ms"] for r in results)
+            self.report.latencies_ms.extend(o.latency_ms for o in results)
             self.report.progress.append(progress)
         self._log(progress, stages, changes, tasks, len(windows))
 
@@ -285,7 +257,7 @@ class BatchSink:
             return df
         return df.repartition(slots)
 
-    def update_windows(self, batch_id: int, written: list[Frame], now: datetime) -> BatchWindows:
+    def update_windows(self, batch_id: int, written: list[FrameOutcome], now: datetime) -> BatchWindows:
         """Fold the batch's events into their windows (read and written by ``_id``), then close windows.
 
         Starts from the state after the previous batch (so a replayed batch sees
@@ -343,14 +315,14 @@ class BatchSink:
         p: PipelineProgress,
         stages: Counter[str],
         changes: BatchWindows,
-        tasks: list[dict[str, Any]],
+        tasks: list[TaskReport],
         written: int,
     ) -> None:
         d = p.durations_ms
         dead = " (" + ", ".join(f"{k} {v}" for k, v in sorted(stages.items())) + ")" if stages else ""
         lat = f"latency p50 {p.latency.p50_ms:.0f} ms p95 {p.latency.p95_ms:.0f} ms" if p.latency else "no frames"
-        kept = sum(int(t["kept"] or 0) for t in tasks)
-        stale = sum(int(t["stale"] or 0) for t in tasks)
+        kept = sum(t.kept for t in tasks)
+        stale = sum(t.stale for t in tasks)
         extra = [
             f"{p.results - kept} older cop(ies) not written" if p.results > kept else "",
             f"{stale} stale dead letter(s) removed" if stale else "",
@@ -367,84 +339,32 @@ class BatchSink:
         )  # fmt: skip
 
 
-def frame_of(row: dict[str, Any]) -> Frame:
-    """A summary row of a written result as the windows need it."""
-    counts = Counts.of(dict(zip(COUNT_FIELDS, json.loads(row["counts"]), strict=True)))
-    return Frame(
-        event_id=row["event_id"],
-        camera_id=row["camera_id"],
-        event_ms=int(row["event_ms"]),
-        figures=figures_of(counts, float(row["density"])),
-        partition=int(row["partition"]),
-        offset=int(row["offset"]),
-    )
+#: the progress document's step durations and the task report fields they sum
+TASK_STEPS = {
+    "read": "read_ms",
+    "parse": "parse_ms",
+    "fetch": "fetch_ms",
+    "check": "check_ms",
+    "preprocess": "pre_ms",
+    "wait": "wait_ms",  # inference waiting for input (fetch/check/preprocess run ahead)
+    "infer": "infer_ms",
+    "postprocess": "post_ms",
+    "build": "build_ms",
+    "write": "write_ms",
+    "tasks": "task_ms",
+}
 
 
-def letter_of(row: dict[str, Any]) -> dict[str, Any]:
-    """A task's dead-letter summary row as the ``dead_letters`` document it stands for (less its raw value)."""
+def letter_of(outcome: FrameOutcome) -> dict[str, Any]:
+    """A task's dead-letter outcome as the ``dead_letters`` document it stands for (less its raw value)."""
     return {
-        "_id": row["letter_id"],
-        "created_at": from_ms(row["created_ms"]),
-        "stage": row["stage"],
-        "reason": row["reason"],
-        "record_key": row["record_key"],
-        "camera_id": row["camera_id"],
+        "_id": outcome.letter_id,
+        "created_at": from_ms(outcome.created_ms),
+        "stage": outcome.stage,
+        "reason": outcome.reason,
+        "record_key": outcome.record_key or None,
+        "camera_id": outcome.camera_id or None,
     }
-
-
-def _sum(rows: list[dict[str, Any]], key: str) -> float:
-    return round(sum(r[key] or 0.0 for r in rows), 3)
-
-
-# --- preflight ------------------------------------------------------------------------------
-
-
-def load_model(settings: Settings) -> tuple[str, ModelRef]:
-    """Load the model once on the driver: a broken model fails here, before any record is read.
-
-    Returns a pinned reference for the workers (``name:version`` or the file path)
-    and the model's identity for the results.
-    """
-    from ipsp.detection import load_detector
-    from ipsp.detection.registry import resolve_model
-
-    path, card = resolve_model(settings.model, settings)
-    detector = load_detector(str(path) if card is None else settings.model, settings, threads=1, batch_size=1)
-    info = detector.model_info
-    ref = str(path) if card is None else card.ref
-    del detector
-    return ref, ModelRef(name=info.name, version=info.version, sha256=info.sha256)
-
-
-def check_topic(settings: Settings, topic: str) -> int:
-    """The topic's partition count; a clear error when Kafka is down or the topic is missing."""
-    from kafka import KafkaConsumer
-    from kafka.errors import KafkaError
-
-    logging.getLogger("kafka").setLevel(logging.ERROR)  # its warnings about our metadata-only consumer are noise
-    try:
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000)
-    except KafkaError as exc:
-        raise UserError(f"Kafka at {settings.kafka_bootstrap} does not answer ({exc}); is the stack up?") from exc
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-    finally:
-        consumer.close()
-    if not partitions:
-        raise UserError(f"topic {topic!r} does not exist on {settings.kafka_bootstrap}: produce to it first")
-    return len(partitions)
-
-
-def open_sink(settings: Settings, retry_seconds: float) -> MongoSink:
-    """The driver's Mongo sink, checked (ping) and with the contract's indexes."""
-    sink = MongoSink(connect(settings.mongo_uri.get_secret_value()), settings.mongo_db, retry_seconds)
-    try:
-        sink.ping()
-        sink.ensure_indexes()
-    except SinkUnavailable as exc:
-        where = f"{redact(settings.mongo_uri.get_secret_value())} db={settings.mongo_db}"
-        raise SinkUnavailable(f"MongoDB at {where} does not answer: {exc}") from exc
-    return sink
 
 
 # --- the query ----------------------------------------------------------------------------------
@@ -483,25 +403,6 @@ def with_local_retries(master: str) -> str:
     if master.strip() == "local":
         return f"local[1,{TASK_MAX_FAILURES}]"
     return master
-
-
-class StopRequest:
-    """SIGTERM/SIGINT handler: ask the query to stop once the running batch is done."""
-
-    def __init__(self) -> None:
-        self.requested = threading.Event()
-        self.by_signal = False
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested.is_set():
-            raise KeyboardInterrupt  # a second signal stops at once
-        log.warning("signal %d: stopping after the current batch (send again to stop now)", signum)
-        self.by_signal = True
-        self.requested.set()
-
-
-class GracefulStop(Exception):
-    """Raised in ``foreachBatch`` to refuse a batch once a stop was requested."""
 
 
 def run_stream(
@@ -602,77 +503,3 @@ def task_slots(master: str, default_parallelism: int) -> int:
     if master.strip() == "local":
         return 1
     return max(1, default_parallelism)
-
-
-def wait(
-    query: Any,
-    handler: BatchSink,
-    report: StreamReport,
-    until: Callable[[StreamReport], bool] | None = None,
-) -> None:
-    """Wait for the query; on a stop request stop it between batches; raise its failure clearly.
-
-    A stop (signal, or ``until`` true) lets the running batch finish and commit:
-    the query is stopped while idle, or the next batch refuses to start
-    (``GracefulStop``), staying uncommitted for the next run.
-    """
-    from pyspark.errors import StreamingQueryException
-
-    stop = handler.stop
-    next_idle_check = time.monotonic() + IDLE_CHECK_SECONDS
-    try:
-        while query.isActive:
-            if until is not None and until(report):
-                stop.requested.set()
-            if stop.requested.is_set():
-                with handler.lock:
-                    idle = between_batches(query, handler)
-                if idle:
-                    query.stop()
-                    break
-            elif time.monotonic() >= next_idle_check:
-                next_idle_check = time.monotonic() + IDLE_CHECK_SECONDS
-                with handler.lock:
-                    if between_batches(query, handler):
-                        handler.close_idle()
-            query.awaitTermination(0.5)
-        query.awaitTermination()
-    except StreamingQueryException as exc:
-        if not (stop.requested.is_set() and "GracefulStop" in str(exc)):
-            raise StreamFailed(describe_failure(exc, report)) from None
-    finally:
-        report.stopped_by_signal = stop.by_signal
-
-
-def between_batches(query: Any, handler: BatchSink) -> bool:
-    """True when no batch runs and the last one is committed (Spark reports progress after the commit)."""
-    if handler.in_batch.is_set():
-        return False
-    if handler.last_batch is None:
-        return True
-    progress = query.lastProgress
-    return progress is not None and int(progress["batchId"]) >= handler.last_batch
-
-
-#: how often a quiet query looks for windows of idle cameras to close
-IDLE_CHECK_SECONDS = 10.0
-
-
-class StreamFailed(UserError):
-    """The query stopped on an error; what was committed stays, the rest replays on restart."""
-
-    exit_code = 4
-
-
-def describe_failure(exc: BaseException, report: StreamReport) -> str:
-    """One readable paragraph for a failed query: the cause and how to resume."""
-    text = str(exc)
-    cause = next((line.strip() for line in text.splitlines() if "SinkUnavailable" in line or "Error:" in line), "")
-    if "SinkUnavailable" in text or "MongoDB did not accept" in text:
-        lines = [line for line in text.splitlines() if "MongoDB did not accept" in line]
-        cause = lines[-1].strip() if lines else cause
-    cause = cause or text.splitlines()[0][:500]
-    return (
-        f"query {report.query} stopped: {cause}. Batches committed so far are kept; the failed batch was not "
-        f"committed and runs again when you restart the same command (checkpoint {report.checkpoint})."
-    )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,28 +27,14 @@ from ipsp import mongo, rollups
 from ipsp.contracts import Counts, utc_now
 from ipsp.errors import ServiceUnavailable
 from ipsp.mongo import DEAD_LETTERS, PROGRESS, RESULTS, WINDOWS, connect, redact
+from ipsp.streaming.windows import StatusOf, status_function
 
 log = logging.getLogger(__name__)
-
-StatusOf = Callable[[str, float, int], str]
-
-
-def status_function(cameras_config: Any) -> StatusOf:
-    """Window status with each camera's thresholds, as the stream job computes it."""
-    from ipsp.detection import load_cameras_config, traffic_status
-
-    cameras = load_cameras_config(cameras_config)
-
-    def status_of(camera_id: str, density: float, vehicles: int) -> str:
-        _roi, _units, thresholds = cameras.camera(camera_id)
-        return str(traffic_status(density, vehicles, thresholds))
-
-    return status_of
 
 
 def window_documents(db: Any, window_seconds: int, status_of: StatusOf, now: datetime) -> list[dict[str, Any]]:
     """Every window recomputed from the stored frames (one read of ``analysis_results``)."""
-    from ipsp.streaming.process import FrameFigures, summarize_window, window_start
+    from ipsp.streaming.windows import FrameFigures, summarize_window, window_start
 
     grouped: dict[tuple[str, datetime], dict[str, FrameFigures]] = {}
     fields = {"camera_id": 1, "event_time": 1, "counts": 1, "density_percent": 1}

@@ -10,20 +10,24 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ipsp.config import Settings
 
 if TYPE_CHECKING:
-    from ipsp.streaming.worker import JobContext
+    from ipsp.detection.detector import Detector
+    from ipsp.detection.metrics import CamerasConfig
+    from ipsp.storage.shards import ShardReader
+    from ipsp.streaming.sinks import MongoSink
+    from ipsp.streaming.task.run import JobContext
 
 log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
-_DETECTORS: dict[tuple[str, str, int, int], Any] = {}
-_READERS: dict[str, Any] = {}
-_SINKS: dict[tuple[str, str, int], Any] = {}
-_CAMERAS: dict[str, Any] = {}
+_DETECTORS: dict[tuple[str, str, int, int], Detector] = {}
+_READERS: dict[str, ShardReader] = {}
+_SINKS: dict[tuple[str, str, int], MongoSink] = {}
+_CAMERAS: dict[str, CamerasConfig] = {}
 
 
 def task_cores(settings: Settings) -> int:
@@ -53,7 +57,7 @@ def pin_threads(threads: int) -> None:
         pass
 
 
-def get_detector(ctx: JobContext) -> Any:
+def get_detector(ctx: JobContext) -> Detector:
     """The worker's detector for this model (loaded on first use, then reused)."""
     threads = task_cores(ctx.settings)
     key = (ctx.model_ref, ctx.settings.input_size, threads, ctx.settings.batch_size)
@@ -78,7 +82,7 @@ def get_detector(ctx: JobContext) -> Any:
         return detector
 
 
-def get_reader(settings: Settings) -> Any:
+def get_reader(settings: Settings) -> ShardReader:
     """The worker's shard reader (local LRU cache of whole shards under ``<home>``)."""
     key = str(settings.home)
     with _LOCK:
@@ -91,7 +95,7 @@ def get_reader(settings: Settings) -> Any:
         return reader
 
 
-def get_sink(settings: Settings, retry_seconds: float) -> Any:
+def get_sink(settings: Settings, retry_seconds: float) -> MongoSink:
     """The worker's MongoDB sink (one client per process; pymongo clients must not cross a fork)."""
     from ipsp.mongo import connect
     from ipsp.streaming.sinks import MongoSink
@@ -106,7 +110,7 @@ def get_sink(settings: Settings, retry_seconds: float) -> Any:
         return sink
 
 
-def get_cameras(settings: Settings) -> Any:
+def get_cameras(settings: Settings) -> CamerasConfig:
     """The worker's parsed cameras config (parsed once per process, not per task)."""
     from ipsp.detection import load_cameras_config
 

@@ -33,37 +33,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ipsp.contracts import Counts, TrafficWindow, window_id
-from ipsp.streaming.process import FrameFigures, from_ms, summarize_window
+from ipsp.contracts import TrafficWindow, window_id
+from ipsp.streaming.task.outcome import FrameOutcome
+from ipsp.streaming.windows import FrameFigures, StatusOf, from_ms, start_ms, summarize_window, to_ms
 
 STATE_PREFIX = "ipsp/state/"
 #: state versions kept besides the newest (a replay needs the one before it)
 KEEP_VERSIONS = 2
-COUNT_FIELDS = ("motorbike", "car", "bus", "truck", "bicycle", "person")
-
 WindowKey = tuple[str, int]  # (camera_id, window start in epoch ms)
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One written result as the windows need it: its event, its figures and its Kafka position."""
-
-    event_id: str
-    camera_id: str
-    event_ms: int
-    figures: tuple[float, ...]  # the six class counts, then density_percent
-    partition: int = 0
-    offset: int = 0
-
-
-def figures_of(counts: Counts, density_percent: float) -> tuple[float, ...]:
-    """A frame's contribution as stored in a window: the six class counts, then the density."""
-    return (*(float(getattr(counts, c)) for c in COUNT_FIELDS), float(density_percent))
-
-
-def latest_per_event(frames: Iterable[Frame]) -> list[Frame]:
+def latest_per_event(frames: Iterable[FrameOutcome]) -> list[FrameOutcome]:
     """One frame per event: the copy with the highest Kafka (partition, offset), as the results sink keeps."""
-    chosen: dict[str, Frame] = {}
+    chosen: dict[str, FrameOutcome] = {}
     for frame in frames:
         old = chosen.get(frame.event_id)
         if old is None or (frame.partition, frame.offset) >= (old.partition, old.offset):
@@ -71,17 +53,11 @@ def latest_per_event(frames: Iterable[Frame]) -> list[Frame]:
     return [chosen[k] for k in sorted(chosen)]
 
 
-def key_of(camera_id: str, event_ms: int, window_seconds: int) -> WindowKey:
-    """The window (camera, start ms) holding an event; windows are aligned to the epoch."""
-    size = window_seconds * 1000
-    return camera_id, event_ms - event_ms % size
-
-
-def group_by_window(frames: Iterable[Frame], window_seconds: int) -> dict[WindowKey, list[Frame]]:
-    """Frames grouped by their window."""
-    groups: dict[WindowKey, list[Frame]] = {}
+def group_by_window(frames: Iterable[FrameOutcome], window_seconds: int) -> dict[WindowKey, list[FrameOutcome]]:
+    """Frames grouped by their window (camera, start ms)."""
+    groups: dict[WindowKey, list[FrameOutcome]] = {}
     for frame in frames:
-        groups.setdefault(key_of(frame.camera_id, frame.event_ms, window_seconds), []).append(frame)
+        groups.setdefault((frame.camera_id, start_ms(frame.event_ms, window_seconds)), []).append(frame)
     return groups
 
 
@@ -104,8 +80,6 @@ class Window:
     def from_document(cls, doc: dict[str, Any]) -> Window:
         """The window as its stored document says (a document without ``events`` predates v1.1)."""
         start: datetime = doc["window_start"]
-        from ipsp.streaming.process import to_ms
-
         return cls(
             camera_id=doc["camera_id"],
             start_ms=to_ms(start),
@@ -114,7 +88,7 @@ class Window:
             closed=bool(doc.get("closed", False)),
         )
 
-    def fold(self, frames: Iterable[Frame]) -> int:
+    def fold(self, frames: Iterable[FrameOutcome]) -> int:
         """Add (or replace) the frames' contributions; returns how many of them are late."""
         late = 0
         for frame in frames:
@@ -127,11 +101,11 @@ class Window:
                 self.events[key] = frame.figures
         return late
 
-    def document(self, window_seconds: int, status_of: Any, now: datetime) -> TrafficWindow | None:
+    def document(self, window_seconds: int, status_of: StatusOf, now: datetime) -> TrafficWindow | None:
         """The full window document; None while it holds no event (only late ones or none)."""
         if not self.events:
             return None
-        figures = [_figures(self.events[k]) for k in sorted(self.events, key=int)]
+        figures = [FrameFigures.of(self.events[k]) for k in sorted(self.events, key=int)]
         window = summarize_window(self.camera_id, from_ms(self.start_ms), window_seconds, figures, status_of, now)
         return window.model_copy(
             update={
@@ -143,11 +117,6 @@ class Window:
         )
 
 
-def _figures(values: tuple[float, ...]) -> FrameFigures:
-    counts = Counts.of({c: int(v) for c, v in zip(COUNT_FIELDS, values[:6], strict=True)})
-    return FrameFigures(counts=counts, density_percent=float(values[6]))
-
-
 @dataclass
 class StreamState:
     """Per-camera watermark and last-seen time, and the open windows of one query."""
@@ -156,7 +125,7 @@ class StreamState:
     last_seen_ms: dict[str, int] = field(default_factory=dict)
     open: set[WindowKey] = field(default_factory=set)
 
-    def advance(self, frames: Iterable[Frame], now_ms: int) -> None:
+    def advance(self, frames: Iterable[FrameOutcome], now_ms: int) -> None:
         """Move each camera's max event time forward (never back) and mark it seen now."""
         for frame in frames:
             if frame.event_ms > self.max_event_ms.get(frame.camera_id, frame.event_ms - 1):
@@ -168,14 +137,14 @@ class StreamState:
     ) -> set[WindowKey]:
         """Windows among ``candidates`` that the camera's watermark or its idle timeout closes."""
         closing = set()
-        for camera_id, start_ms in candidates:
+        for camera_id, begins_ms in candidates:
             seen = self.max_event_ms.get(camera_id)
-            if seen is not None and start_ms + window_seconds * 1000 <= seen - delay_seconds * 1000:
-                closing.add((camera_id, start_ms))
+            if seen is not None and begins_ms + window_seconds * 1000 <= seen - delay_seconds * 1000:
+                closing.add((camera_id, begins_ms))
                 continue
             last = self.last_seen_ms.get(camera_id)
             if last is not None and now_ms - last >= idle_seconds * 1000:
-                closing.add((camera_id, start_ms))
+                closing.add((camera_id, begins_ms))
         return closing
 
     def to_json(self, batch_id: int) -> bytes:
@@ -213,12 +182,12 @@ class BatchWindows:
 def fold_batch(
     state: StreamState,
     stored: dict[str, dict[str, Any]],
-    frames: Iterable[Frame],
+    frames: Iterable[FrameOutcome],
     window_seconds: int,
     delay_seconds: int,
     idle_seconds: float,
     now: datetime,
-    status_of: Any,
+    status_of: StatusOf,
 ) -> BatchWindows:
     """Fold a batch's events into their windows and close what the watermark or idle timeout closes.
 
@@ -227,8 +196,6 @@ def fold_batch(
     is advanced in place. Events fold before windows close, so a window closed
     by this very batch still counts the batch's own events.
     """
-    from ipsp.streaming.process import to_ms
-
     frames = latest_per_event(frames)
     out = BatchWindows()
     touched: dict[WindowKey, Window] = {}

@@ -1,4 +1,4 @@
-"""Pure logic of the stream job: parse/validate -> dead letters, grouping, windows, watermark, latency."""
+"""Pure logic of the stream task's stages: parse/validate -> dead letters, grouping, results, windows, latency."""
 
 from __future__ import annotations
 
@@ -10,22 +10,11 @@ import numpy as np
 import pytest
 
 from ipsp.contracts import RAW_VALUE_LIMIT, Counts, DeadLetter, KafkaCoordinates
-from ipsp.streaming.process import (
-    FrameFigures,
-    Record,
-    Watermark,
-    build_result,
-    check_bytes,
-    chunked,
-    group_by_shard,
-    latency_stats,
-    parse_record,
-    percentile,
-    split_records,
-    summarize_window,
-    to_ms,
-    window_start,
-)
+from ipsp.streaming.progress import latency_stats, percentile
+from ipsp.streaming.task.analyze import build_result
+from ipsp.streaming.task.fetch import check_bytes, chunked, group_by_shard
+from ipsp.streaming.task.parse import Record, parse_record, split_records
+from ipsp.streaming.windows import FrameFigures, summarize_window, to_ms, window_start
 
 NOW = datetime(2026, 11, 28, 7, 30, 12, 345000, tzinfo=UTC)
 DATA = b"\xff\xd8 not really a jpeg \xff\xd9"
@@ -240,29 +229,6 @@ def test_recomputing_a_window_twice_gives_the_same_values() -> None:
     assert first.counts.car == sum(range(5))
 
 
-def test_watermark_closes_windows_per_camera() -> None:
-    wm = Watermark(delay_ms=120_000, max_event_ms={}).advanced(
-        [("cam_01", at("2026-01-01T08:10:30Z")), ("cam_02", at("2026-01-01T08:01:00Z"))]
-    )
-    # cam_01 watermark 08:08:30: the 08:07 window (ends 08:08) is closed, 08:08 is open
-    assert wm.is_closed("cam_01", at("2026-01-01T08:07:00Z"), 60)
-    assert not wm.is_closed("cam_01", at("2026-01-01T08:08:00Z"), 60)
-    # cam_02 is behind, on its own clock: nothing of it is closed by cam_01's progress
-    assert not wm.is_closed("cam_02", at("2026-01-01T08:00:00Z"), 60)
-    # a camera never seen has no watermark
-    assert not wm.is_closed("cam_09", at("2000-01-01T00:00:00Z"), 60)
-
-
-def test_watermark_never_moves_back() -> None:
-    wm = Watermark(0, {}).advanced([("c", at("2026-01-01T08:10:00Z"))])
-    older = wm.advanced([("c", at("2026-01-01T08:00:00Z"))])
-    assert older.max_event_ms["c"] == to_ms(at("2026-01-01T08:10:00Z"))
-    assert wm.max_event_ms is not older.max_event_ms  # a new object: the batch keeps its starting one
-
-
-# --- latency percentiles -----------------------------------------------------------------------
-
-
 @pytest.mark.parametrize("values", [[5.0], [1.0, 2.0], [3.0, 1.0, 2.0, 10.0], list(np.arange(0, 1000, 7.3))])
 def test_percentile_matches_linear_interpolation(values: list[float]) -> None:
     ordered = sorted(values)
@@ -277,3 +243,34 @@ def test_latency_stats() -> None:
     assert stats.max_ms == 400.0
     assert stats.p95_ms == pytest.approx(380.0)
     assert latency_stats([]) is None
+
+
+# --- what a task hands back -------------------------------------------------------------
+
+
+def test_outcomes_cross_arrow_as_typed_columns_and_come_back_equal() -> None:
+    import pyarrow as pa
+
+    from ipsp.contracts import ModelRef
+    from ipsp.streaming.task.outcome import FrameOutcome, TaskReport, from_table, schema_ddl, to_record_batch
+
+    record = split_records([(json.dumps(message()).encode(), "t", 2, 7)], NOW)[0][0]
+    counts = Counts.of({"motorbike": 3, "car": 2, "person": 1})
+    result = build_result(
+        record, counts=counts, density_percent=12.5, traffic_status="Normal", detections=[],
+        model=ModelRef(name="m", version="1", sha256="0" * 64), batch_id=4, inference_ms=3.0, now=NOW,
+    )  # fmt: skip
+    (letter,) = split_records([(b"{not json", "t", 2, 8)], NOW)[1]
+    outcomes = [FrameOutcome.of_result(result, 41.5), FrameOutcome.of_letter(letter)]
+    report = TaskReport(fetch_ms=1.5, infer_ms=20.0, kept=1)
+    batch = to_record_batch(outcomes, report)
+
+    # the schema follows the two records' fields: counts are integer columns, never text
+    assert batch.schema.field("motorbike").type == pa.int64() and batch.schema.field("density").type == pa.float64()
+    assert "motorbike long" in schema_ddl() and "kept long" in schema_ddl()
+    back, reports = from_table(pa.Table.from_batches([batch]))
+    assert back == outcomes and reports == [report]
+    assert back[0].figures == (3.0, 2.0, 0.0, 0.0, 0.0, 1.0, 12.5)
+    assert (back[0].event_id, back[0].partition, back[0].offset) == (result.id, 2, 7)
+    assert back[1].kind == "dead" and back[1].stage == "parse" and back[1].letter_id == "t:2:8"
+    assert back[1].record_key == "" and back[1].created_ms == to_ms(NOW)
