@@ -5,7 +5,7 @@ without Spark: frames (generated detections, as the serving benchmark is allowed
 go through the job's own :class:`~ipsp.streaming.sinks.MongoSink` (results,
 windows, dead letters, progress), its window state
 (:func:`~ipsp.streaming.state.fold_batch`) and its serving writer
-(:mod:`ipsp.streaming.serving_sink`). No second implementation of windows or
+(:mod:`ipsp.rollups.write`). No second implementation of windows or
 statuses: the API, dashboard and report tests read what that code wrote.
 
 :func:`seed_traffic_db` fills a test database that way and describes what it
@@ -47,8 +47,8 @@ from ipsp.contracts import (
     window_id,
 )
 from ipsp.mongo import connect
+from ipsp.rollups.write import write_serving
 from ipsp.streaming.progress import latency_stats
-from ipsp.streaming.serving_sink import write_serving
 from ipsp.streaming.sinks import MongoSink
 from ipsp.streaming.state import StreamState, fold_batch, group_by_window, latest_per_event
 from ipsp.streaming.task.outcome import FrameOutcome

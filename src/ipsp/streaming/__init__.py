@@ -5,7 +5,7 @@
 - :mod:`ipsp.streaming.resources`: the per-process caches those workers reuse;
 - :mod:`ipsp.streaming.windows`: window arithmetic and status, in one place;
 - :mod:`ipsp.streaming.state`: folding frames into windows, closing them, the query state;
-- :mod:`ipsp.streaming.sinks` and :mod:`ipsp.streaming.serving_sink`: MongoDB writes;
+- :mod:`ipsp.streaming.sinks`: MongoDB writes (the serving documents: :mod:`ipsp.rollups.write`);
 - :mod:`ipsp.streaming.job`: the query and its ``foreachBatch``; :mod:`ipsp.streaming.preflight`
   its start-up checks; :mod:`ipsp.streaming.control` stopping it and describing failures;
 - :mod:`ipsp.streaming.cli`: ``ipsp stream``.

@@ -48,10 +48,10 @@ from ipsp.config import Settings
 from ipsp.contracts import ModelRef, PipelineProgress, utc_now, window_id
 from ipsp.errors import UserError
 from ipsp.mongo import DEFAULT_RETRY_SECONDS
+from ipsp.rollups.write import write_serving
 from ipsp.streaming.control import GracefulStop, StopRequest, wait
 from ipsp.streaming.preflight import check_topic, load_model, open_sink
 from ipsp.streaming.progress import elapsed_ms, latency_stats
-from ipsp.streaming.serving_sink import write_serving
 from ipsp.streaming.sinks import MongoSink
 from ipsp.streaming.state import BatchWindows, StateStore, fold_batch, group_by_window, latest_per_event
 from ipsp.streaming.task.outcome import FrameOutcome, TaskReport, from_table, schema_ddl

@@ -1,4 +1,4 @@
-"""The stream job's writer of the serving documents (contracts v1.1, see ``ipsp.rollups``).
+"""The stream job's writer of the serving documents (contracts v1.1, see :mod:`ipsp.rollups`).
 
 Called once per micro-batch, after the batch's windows and progress are stored:
 the camera-hour documents of the windows the batch wrote, the
