@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -60,16 +61,25 @@ def test_worker_command_takes_free_ports_and_offers_the_spec(settings: Settings,
     assert cmd[-1] == "spark://127.0.0.1:17077"
 
 
+def fake_spark_home(folder: Path) -> Path:
+    (folder / "jars").mkdir(parents=True)
+    (folder / "jars" / "spark-core_2.13-4.2.0.jar").touch()
+    return folder
+
+
 def test_worker_environment_points_executors_at_this_venv_and_the_stack(tmp_path: Path) -> None:
     base = {"PATH": "/bin", "PYTHONPATH": "/src"}
-    env = spark.daemon_env(base, tmp_path / "pyspark", sys.executable, tmp_path / "local")
+    home = fake_spark_home(tmp_path / "pyspark")
+    env = spark.daemon_env(base, home, sys.executable, tmp_path / "local")
 
-    assert env["SPARK_HOME"] == str(tmp_path / "pyspark")
+    assert env["SPARK_HOME"] == str(home)
+    # Spark's launcher (building the executors' command) needs it without the shell scripts
+    assert env["SPARK_SCALA_VERSION"] == "2.13"
     assert env["PYSPARK_PYTHON"] == sys.executable
     assert env["SPARK_LOCAL_IP"] == "127.0.0.1"
     assert env["SPARK_LOCAL_DIRS"] == str(tmp_path / "local")
     assert env["PYTHONPATH"] == "/src" and env["PATH"] == "/bin"  # the caller's environment passes through
-    assert "SPARK_LOCAL_DIRS" not in spark.daemon_env(base, tmp_path, sys.executable)  # the master has none
+    assert "SPARK_LOCAL_DIRS" not in spark.daemon_env(base, home, sys.executable)  # the master has none
     assert base == {"PATH": "/bin", "PYTHONPATH": "/src"}
 
 
@@ -136,3 +146,10 @@ def test_spark_home_is_the_pyspark_package() -> None:
     home = spark.spark_home()
     assert home == Path(pyspark.__file__).resolve().parent
     assert (home / "jars").is_dir()
+    assert re.fullmatch(r"2\.\d+", spark.scala_version(home))
+
+
+def test_jars_without_spark_core_are_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "jars").mkdir()
+    with pytest.raises(UserError, match="no spark-core jar"):
+        spark.scala_version(tmp_path)

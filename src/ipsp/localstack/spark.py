@@ -132,13 +132,24 @@ def worker_cmd(java: str, home: Path, settings: Settings, spec: ClusterSpec, wor
     )  # fmt: skip
 
 
+def scala_version(home: Path) -> str:
+    """The Scala version of the Spark jars (``spark-core_2.13-4.2.0.jar`` -> ``2.13``)."""
+    for jar in sorted((home / "jars").glob("spark-core_*.jar")):
+        match = re.match(r"spark-core_(\d+\.\d+)-", jar.name)
+        if match:
+            return match.group(1)
+    raise UserError(f"no spark-core jar in {home / 'jars'}: reinstall pyspark (pip install --force-reinstall pyspark)")
+
+
 def daemon_env(base: Mapping[str, str], home: Path, python: str, local_dir: Path | None = None) -> dict[str, str]:
     """The environment of a master or worker (a worker passes it on to the executors it launches)."""
     env = dict(base)
     env.update(
         {
-            # a worker builds its executors' class path from <SPARK_HOME>/jars
+            # a worker builds its executors' class path from <SPARK_HOME>/jars; Spark's launcher code
+            # asks for the Scala version first, which only its shell scripts (or a source build) supply
             "SPARK_HOME": str(home),
+            "SPARK_SCALA_VERSION": scala_version(home),
             # executors bind and advertise loopback, like everything in the stack
             "SPARK_LOCAL_IP": LOOPBACK,
             # a job that names no interpreter still runs its Python tasks in this venv
