@@ -23,6 +23,7 @@ def _print_table(settings_status: object, pids: dict[str, int | None]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ipsp.localstack.spark import master_pid
     from ipsp.localstack.stack import StackStatus
 
     assert isinstance(settings_status, StackStatus)
@@ -35,7 +36,7 @@ def _print_table(settings_status: object, pids: dict[str, int | None]) -> None:
             "spark (standalone, optional)",
             f"{settings_status.spark_master} ({settings_status.spark_workers} worker(s))",
             settings_status.spark_up,
-            pids.get("spark-master"),
+            master_pid(),
         ),
     ]
     for name, address, is_up, pid in rows:
@@ -167,7 +168,7 @@ def spark_up(
     result = spark.up(spec=spark.ClusterSpec(workers=workers, cores=cores, memory=memory), say=_say)
     took = time.monotonic() - started
     _say(f"{result.workers} worker(s), {result.cores} core(s) up in {took:.1f} s; UI {result.ui_url}")
-    _say(f"run a job on it: IPSP_SPARK_MASTER={result.master_url} ipsp stream ...")
+    _say(f"jobs run on it with IPSP_SPARK_MASTER={result.master_url}")
 
 
 @spark_app.command("down")

@@ -354,14 +354,12 @@ def status(settings: Settings | None = None) -> StackStatus:
 
 
 def pids(settings: Settings | None = None) -> dict[str, int | None]:
-    """Pid of each running service and of the Spark master (None when not running)."""
-    from ipsp.localstack.spark import MASTER
-
+    """Pid of each running service (None when not running)."""
     layout = StackLayout.from_settings(_settings(settings))
     result: dict[str, int | None] = {}
-    for name in (*(svc.name for svc in SERVICES), MASTER):
-        record = procs.running(layout.pid_file(name))
-        result[name] = record.pid if record else None
+    for svc in SERVICES:
+        record = procs.running(layout.pid_file(svc.name))
+        result[svc.name] = record.pid if record else None
     return result
 
 
