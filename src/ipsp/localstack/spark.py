@@ -187,7 +187,10 @@ def master_alive(state: Mapping[str, Any] | None) -> bool:
 
 
 def _wait(what: str, ready: Callable[[], bool], layout: StackLayout, names: list[str]) -> None:
-    """Wait until ``ready()``; fail fast, with the log's last line, when one of ``names`` exits."""
+    """Wait until ``ready()``; fail fast, with the log's last line, when one of ``names`` exits.
+
+    ``what`` completes "<what> within N s": what did not happen.
+    """
     deadline = time.monotonic() + START_TIMEOUT_S
     while not ready():
         for name in names:
@@ -195,8 +198,10 @@ def _wait(what: str, ready: Callable[[], bool], layout: StackLayout, names: list
                 log_file = layout.log_file(name)
                 raise UserError(f"{name} exited during start-up (log: {log_file}): {_last_line(log_file)}")
         if time.monotonic() > deadline:
+            stop_all(layout, lambda _msg: None)  # no half-started cluster left behind
             raise UserError(
-                f"{what} not within {START_TIMEOUT_S:.0f} s (logs: {layout.log_dir}/{MASTER}.log, {WORKER}-*.log)"
+                f"{what} within {START_TIMEOUT_S:.0f} s and the cluster was stopped "
+                f"(logs: {layout.log_dir}/{MASTER}.log, {WORKER}-*.log)"
             )
         time.sleep(0.5)
 
