@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     # Spark and streaming
     spark_master: str = Field("local[2]", description="Spark master URL.")
     spark_driver_memory: str = Field("2g", description="Spark driver memory.")
+    spark_cores_max: int = Field(
+        0, ge=0,
+        description="Cores the stream job takes on a Spark cluster (spark.cores.max); it waits until they all "
+        "registered before it warms up and sizes its batches (0: whatever the cluster has at start).",
+    )  # fmt: skip
     spark_jars_dir: Path | None = Field(
         None, description="Spark Kafka connector jars for spark.jars (default: <home>/stack/spark-jars)."
     )
@@ -155,6 +160,10 @@ class Settings(BaseSettings):
     stack_s3_port: int = Field(9000, description="Local S3 server port.")
     stack_k8s_port: int = Field(6443, description="Local kube-apiserver port (manifest tests).")
     stack_etcd_port: int = Field(2379, description="Local etcd client port (peer port: this plus one).")
+    stack_spark_master_port: int = Field(
+        7077, description="Local Spark standalone master port (`ipsp stack spark up`; workers take free ports)."
+    )
+    stack_spark_master_ui_port: int = Field(8080, description="Local Spark master web UI and JSON status port.")
 
     @model_validator(mode="before")
     @classmethod

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from ipsp.config import Settings, load_settings
 from ipsp.errors import UserError
@@ -79,7 +80,6 @@ def spark_conf(app_name: str, settings: Settings, jars: list[Path], **conf: Any)
         "spark.pyspark.driver.python": python,
         # a 2-core machine: few shuffle partitions, reused Python workers (the model loads once each)
         "spark.sql.shuffle.partitions": 4,
-        "spark.default.parallelism": 4,
         "spark.python.worker.reuse": "true",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
@@ -90,6 +90,10 @@ def spark_conf(app_name: str, settings: Settings, jars: list[Path], **conf: Any)
         "spark.log.level": "WARN",
     }
     if settings.spark_master.startswith("local"):
+        # a cluster's default is the cores of its registered executors: the stream job sizes its tasks by it
+        base["spark.default.parallelism"] = 4
+    if on_loopback(settings.spark_master):
+        # executors of a loopback cluster (``ipsp stack spark up``) reach the driver on loopback too
         base["spark.driver.host"] = "127.0.0.1"
         base["spark.driver.bindAddress"] = "127.0.0.1"
     base.update(s3a_conf(settings))
@@ -97,6 +101,13 @@ def spark_conf(app_name: str, settings: Settings, jars: list[Path], **conf: Any)
         base["spark.jars"] = ",".join(str(jar) for jar in jars)
     base.update(conf)
     return {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in base.items()}
+
+
+def on_loopback(master: str) -> bool:
+    """True for a local master and for a cluster master on this machine's loopback address."""
+    if master.startswith("local"):
+        return True
+    return urlparse(master).hostname in ("127.0.0.1", "localhost")
 
 
 def build_spark(app_name: str, settings: Settings | None = None, **conf: Any) -> SparkSession:

@@ -1,4 +1,4 @@
-"""Integration fixtures: the real local stack (Kafka, FerretDB, S3Proxy) and Spark.
+"""Integration fixtures: the real local stack (Kafka, FerretDB, S3Proxy), Spark, the stream tests' feed.
 
 Every test in this folder is marked ``integration``. The session fixture
 ``stack_settings`` brings the stack up when it is not already answering (first
@@ -19,6 +19,8 @@ from ipsp.config import Settings, get_settings, load_settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from support.streamfeed import Dataset, Feed
 
 _HERE = Path(__file__).parent
 
@@ -56,3 +58,21 @@ def spark(stack_settings: Settings) -> Iterator[SparkSession]:
     session = build_spark("ipsp-integration-tests", stack_settings)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def dataset(stack_settings: Settings) -> Iterator[Dataset]:
+    """The stream tests' synthetic feed, packed once for all of them (read only: each test has its own topic)."""
+    from support.streamfeed import packed_dataset
+
+    with packed_dataset(stack_settings) as packed:
+        yield packed
+
+
+@pytest.fixture
+def feed(stack_settings: Settings, dataset: Dataset) -> Iterator[Feed]:
+    """A fresh topic (the feed with bad records mixed in), database and checkpoint for one stream test."""
+    from support.streamfeed import fresh_feed
+
+    with fresh_feed(stack_settings, dataset) as made:
+        yield made

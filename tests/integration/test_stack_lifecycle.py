@@ -76,7 +76,7 @@ def test_status_json_is_one_object_with_the_agreed_shape(stack_settings: Setting
 
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)  # exactly one JSON document on stdout
-    assert set(data) == {"kafka", "mongodb", "s3"}
+    assert set(data) == {"kafka", "mongodb", "s3", "spark"}
     assert data["kafka"] == {"bootstrap": stack_settings.kafka_bootstrap, "up": True}
     assert data["mongodb"] == {"uri": stack_settings.mongo_uri.get_secret_value(), "up": True}
     assert data["s3"] == {
@@ -85,6 +85,10 @@ def test_status_json_is_one_object_with_the_agreed_shape(stack_settings: Setting
         "secret_key": stack_settings.s3_secret_key.get_secret_value(),
         "up": True,
     }
+    # the optional Spark cluster: its addresses whether it runs or not
+    assert data["spark"]["master"] == f"spark://127.0.0.1:{stack_settings.stack_spark_master_port}"
+    assert data["spark"]["ui"] == f"http://127.0.0.1:{stack_settings.stack_spark_master_ui_port}"
+    assert set(data["spark"]) == {"master", "ui", "workers", "up"}
 
 
 def test_env_points_a_shell_at_the_stack(stack_settings: Settings) -> None:
@@ -128,11 +132,16 @@ def test_second_stack_on_other_ports_and_down_stops_only_its_own(tmp_path: Path,
     ]:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(source, target_is_directory=True)
-    ports = _free_ports(4)
-    env = _env(home, stack_settings, ports)
+    ports = _free_ports(6)
+    env = _env(home, stack_settings, ports[:4])
+    env.update(IPSP_STACK_SPARK_MASTER_PORT=str(ports[4]), IPSP_STACK_SPARK_MASTER_UI_PORT=str(ports[5]))
 
     started = _ipsp("stack", "up", env=env)
     assert started.returncode == 0, started.stderr
+    # its own Spark cluster too, which `stack down` stops with the rest
+    cluster = _ipsp("stack", "spark", "up", "--workers", "1", env=env)
+    assert cluster.returncode == 0, cluster.stderr
+    assert _ipsp("stack", "spark", "up", "--workers", "1", env=env).returncode == 0  # idempotent
     up_status = json.loads(_ipsp("stack", "status", "--json", env=env).stdout)
     stopped = _ipsp("stack", "down", env=env)
     down_status = json.loads(_ipsp("stack", "status", "--json", env=env).stdout)
@@ -140,6 +149,10 @@ def test_second_stack_on_other_ports_and_down_stops_only_its_own(tmp_path: Path,
     assert up_status["kafka"] == {"bootstrap": f"127.0.0.1:{ports[0]}", "up": True}
     assert up_status["mongodb"]["up"] and up_status["s3"]["up"]
     assert up_status["s3"]["access_key"] != stack_settings.s3_access_key  # generated per stack
+    assert up_status["spark"] == {
+        "master": f"spark://127.0.0.1:{ports[4]}", "ui": f"http://127.0.0.1:{ports[5]}", "workers": 1, "up": True,
+    }  # fmt: skip
+    assert "spark-worker-0" in stopped.stderr and "spark-master" in stopped.stderr
     assert stopped.returncode == 0, stopped.stderr
     assert not any(part["up"] for part in down_status.values())
     assert not list(other.run_dir.glob("*.pid"))

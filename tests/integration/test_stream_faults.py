@@ -1,7 +1,7 @@
 """The stream job under faults, on the real stack: a killed Python worker; Kafka, MongoDB and S3 restarted.
 
 Each test runs ``ipsp stream`` continuously as a subprocess over a fresh topic
-(the synthetic feed with bad records mixed in, see ``test_stream_pipeline``),
+(the synthetic feed with bad records mixed in, see ``support.streamfeed``),
 breaks something mid-stream, waits until every Kafka record is accounted for,
 stops the job with SIGTERM and checks the invariants: every frame exactly once
 with the detector's own counts, every bad record in ``dead_letters`` (and no
@@ -23,22 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_stream_pipeline import (  # the fixtures are imported so pytest finds them here too
+
+from ipsp.config import Settings
+from support.streamfeed import (
     REPO,
     Dataset,
     Feed,
     check_all,
     database,
-    dataset,
-    feed,
     stream_args,
 )
 
-from ipsp.config import Settings
-
 pytestmark = pytest.mark.slow
-
-__all__ = ["dataset", "feed"]
 
 
 @contextmanager

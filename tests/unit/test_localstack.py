@@ -136,6 +136,7 @@ def test_status_object_has_the_agreed_shape() -> None:
         "kafka": {"bootstrap": "127.0.0.1:9092", "up": True},
         "mongodb": {"uri": "mongodb://127.0.0.1:27017/", "up": False},
         "s3": {"endpoint": "http://h:1", "access_key": "a", "secret_key": "s", "up": True},
+        "spark": {"master": "", "ui": "", "workers": 0, "up": False},
     }
     assert not status.all_up
 

@@ -77,3 +77,18 @@ def test_s3a_points_at_the_configured_server(tmp_path: Path) -> None:
     https = spark_conf("job", Settings(home=tmp_path, s3_endpoint="https://s3.example:443"), [])
     assert https["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "true"
     assert "spark.hadoop.fs.s3a.access.key" not in https  # no keys: the SDK's own chain decides
+
+
+@pytest.mark.parametrize(
+    ("master", "loopback"),
+    [("local[2]", True), ("spark://127.0.0.1:7077", True), ("spark://localhost:7077", True),
+     ("spark://spark-master:7077", False), ("k8s://https://kubernetes.default.svc:443", False)],
+)  # fmt: skip
+def test_a_loopback_cluster_gets_a_loopback_driver_and_its_own_parallelism(
+    tmp_path: Path, master: str, loopback: bool
+) -> None:
+    conf = spark_conf("job", Settings(home=tmp_path, spark_master=master), [])
+
+    assert (conf.get("spark.driver.host") == "127.0.0.1") is loopback
+    # a cluster's default parallelism is its executors' cores, which the stream job counts as task slots
+    assert ("spark.default.parallelism" in conf) is master.startswith("local")

@@ -108,6 +108,19 @@ def test_a_local_master_retries_failed_tasks(master: str, expected: str) -> None
     assert int(conf["spark.task.maxFailures"]) >= 4
 
 
+@pytest.mark.parametrize(
+    ("master", "cores", "expected"),
+    [("spark://127.0.0.1:7077", 2, {"spark.cores.max": "2", "spark.scheduler.minRegisteredResourcesRatio": "1.0"}),
+     ("spark://127.0.0.1:7077", 0, {}), ("local[2]", 2, {})],
+)  # fmt: skip
+def test_on_a_cluster_the_job_waits_for_the_cores_it_takes(master: str, cores: int, expected: dict[str, str]) -> None:
+    from ipsp.streaming.job import spark_conf
+
+    conf = spark_conf(Settings(spark_master=master, spark_cores_max=cores), StreamOptions(topic="t"))  # type: ignore[call-arg]
+    keys = ("spark.cores.max", "spark.scheduler.minRegisteredResourcesRatio")
+    assert {k: conf[k] for k in keys if k in conf} == expected
+
+
 @pytest.mark.parametrize("content", [None, b"this is not an ONNX model"])
 def test_a_model_that_does_not_load_fails_before_anything_is_read(tmp_path: Path, content: bytes | None) -> None:
     from ipsp.errors import UserError

@@ -8,7 +8,7 @@ import time
 import typer
 
 stack_app = typer.Typer(
-    help="The single-machine stack of real services (Kafka, FerretDB, S3Proxy) on loopback.",
+    help="The single-machine stack of real services (Kafka, FerretDB, S3Proxy; a Spark cluster) on loopback.",
     no_args_is_help=True,
 )
 
@@ -23,6 +23,7 @@ def _print_table(settings_status: object, pids: dict[str, int | None]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ipsp.localstack.spark import master_pid
     from ipsp.localstack.stack import StackStatus
 
     assert isinstance(settings_status, StackStatus)
@@ -31,6 +32,12 @@ def _print_table(settings_status: object, pids: dict[str, int | None]) -> None:
         ("kafka", settings_status.kafka_bootstrap, settings_status.kafka_up, pids.get("kafka")),
         ("mongodb (FerretDB)", settings_status.mongo_uri, settings_status.mongo_up, pids.get("ferretdb")),
         ("s3 (S3Proxy)", settings_status.s3_endpoint, settings_status.s3_up, pids.get("s3proxy")),
+        (
+            "spark (standalone, optional)",
+            f"{settings_status.spark_master} ({settings_status.spark_workers} worker(s))",
+            settings_status.spark_up,
+            master_pid(),
+        ),
     ]
     for name, address, is_up, pid in rows:
         table.add_row(name, address, "[green]yes[/]" if is_up else "[red]no[/]", str(pid or "-"))
@@ -63,7 +70,7 @@ def up() -> None:
 
 @stack_app.command()
 def down() -> None:
-    """Stop the services `up` started (and nothing else)."""
+    """Stop the services `up` and `spark up` started (and nothing else)."""
     from ipsp.localstack import stack
 
     stopped = stack.down(say=_say)
@@ -139,3 +146,35 @@ def k8s_env() -> None:
     if not k8s.running():
         raise UserError("the control plane is not running: start it with `ipsp stack k8s up`")
     typer.echo(k8s.env_lines())
+
+
+spark_app = typer.Typer(
+    help="A Spark standalone cluster on loopback (master + workers from the venv's pyspark) for jobs past one process.",
+    no_args_is_help=True,
+)
+stack_app.add_typer(spark_app, name="spark")
+
+
+@spark_app.command("up")
+def spark_up(
+    workers: int = typer.Option(2, "--workers", "-w", min=1, max=16, help="Worker processes."),
+    cores: int = typer.Option(1, "--cores", "-c", min=1, help="Cores each worker offers to executors."),
+    memory: str = typer.Option("2g", "--memory", help="Memory each worker offers to executors (e.g. 2g, 512m)."),
+) -> None:
+    """Start a master and WORKERS workers (idempotent: a running cluster is reshaped to match, not doubled)."""
+    from ipsp.localstack import spark
+
+    started = time.monotonic()
+    result = spark.up(spec=spark.ClusterSpec(workers=workers, cores=cores, memory=memory), say=_say)
+    took = time.monotonic() - started
+    _say(f"{result.workers} worker(s), {result.cores} core(s) up in {took:.1f} s; UI {result.ui_url}")
+    _say(f"jobs run on it with IPSP_SPARK_MASTER={result.master_url}")
+
+
+@spark_app.command("down")
+def spark_down() -> None:
+    """Stop the workers and the master (only what `spark up` started)."""
+    from ipsp.localstack import spark
+
+    stopped = spark.down(say=_say)
+    _say("stopped " + ", ".join(stopped) if stopped else "nothing was running")

@@ -80,6 +80,19 @@ class StackLayout:
         return self.root / "s3"
 
     @property
+    def spark_dir(self) -> Path:
+        """The local Spark cluster's folder (workers' work and scratch folders)."""
+        return self.root / "spark"
+
+    def spark_work_dir(self, worker: str) -> Path:
+        """A Spark worker's work folder: its executors' logs (``<app>/<executor>/stderr``) and fetched jars."""
+        return self.spark_dir / "work" / worker
+
+    def spark_local_dir(self, worker: str) -> Path:
+        """A Spark worker's scratch folder for its executors (shuffle and block files)."""
+        return self.spark_dir / "local" / worker
+
+    @property
     def conf_dir(self) -> Path:
         """Rendered configuration files."""
         return self.root / "conf"

@@ -3,7 +3,8 @@
 ``up`` is idempotent: a service whose pid file points at a live process is left
 alone (and only health-checked); anything else gets its port checked, its config
 rendered and is started detached, then ``up`` waits until every server really
-answers. ``down`` stops only the processes recorded in the pid files.
+answers. ``down`` stops only the processes recorded in the pid files, the
+optional Spark cluster of ``ipsp.localstack.spark`` included.
 """
 
 from __future__ import annotations
@@ -90,6 +91,11 @@ class StackStatus:
     s3_access_key: str
     s3_secret_key: str
     s3_up: bool
+    # the Spark cluster is optional (`ipsp stack spark up`): all_up does not wait for it
+    spark_master: str = ""
+    spark_ui: str = ""
+    spark_workers: int = 0
+    spark_up: bool = False
 
     @property
     def all_up(self) -> bool:
@@ -106,6 +112,12 @@ class StackStatus:
                 "access_key": self.s3_access_key,
                 "secret_key": self.s3_secret_key,
                 "up": self.s3_up,
+            },
+            "spark": {
+                "master": self.spark_master,
+                "ui": self.spark_ui,
+                "workers": self.spark_workers,
+                "up": self.spark_up,
             },
         }
 
@@ -163,7 +175,7 @@ def stack_lock(layout: StackLayout, say: Say) -> Iterator[None]:
 # ---------------------------------------------------------------- commands per service
 
 
-def _java_cmd(java: str, jvm: list[str], lib: Path, main: str, *args: str) -> list[str]:
+def java_cmd(java: str, jvm: list[str], lib: Path, main: str, *args: str) -> list[str]:
     # java expands the 'dir/*' class path wildcard itself (no shell involved)
     return [java, *jvm, *COMMON_JVM, "-cp", str(lib / "*"), main, *args]
 
@@ -174,7 +186,7 @@ def _kafka_cmd(layout: StackLayout, java: str, main: str, *args: str) -> list[st
         f"-Dlog4j2.configurationFile={infra_dir() / 'kafka' / 'log4j2.xml'}",
         f"-Dkafka.logs.dir={layout.log_dir / 'kafka'}",
     ]
-    return _java_cmd(java, jvm, layout.kafka_lib, main, *args)
+    return java_cmd(java, jvm, layout.kafka_lib, main, *args)
 
 
 def _prepare_kafka(layout: StackLayout, settings: Settings, java: str) -> list[str]:
@@ -214,7 +226,7 @@ def _prepare_s3proxy(layout: StackLayout, settings: Settings, java: str, creds: 
     text = render.s3proxy_properties(template, settings, layout.s3_data, creds.access_key, creds.secret_key)
     _write_private(conf, text)
     jvm = [*S3PROXY_JVM, f"-Dlogback.configurationFile={infra_dir() / 's3proxy' / 'logback.xml'}"]
-    return _java_cmd(java, jvm, layout.s3proxy_lib, "org.gaul.s3proxy.Main", "--properties", str(conf))
+    return java_cmd(java, jvm, layout.s3proxy_lib, "org.gaul.s3proxy.Main", "--properties", str(conf))
 
 
 def _command(svc: Service, layout: StackLayout, settings: Settings, java: str, creds: Credentials) -> list[str]:
@@ -298,11 +310,14 @@ def up(settings: Settings | None = None, say: Say = lambda _msg: None) -> StackS
 
 
 def down(settings: Settings | None = None, say: Say = lambda _msg: None) -> list[str]:
-    """Stop the services recorded in the pid files; returns the names stopped."""
+    """Stop the services recorded in the pid files, the Spark cluster first; returns the names stopped."""
+    from ipsp.localstack import spark
+
     settings = _settings(settings)
     layout = StackLayout.from_settings(settings)
-    stopped = []
     with stack_lock(layout, say):
+        # its jobs read Kafka and write FerretDB: it goes before them
+        stopped = spark.stop_all(layout, say)
         for svc in reversed(SERVICES):
             record = procs.stop(layout.pid_file(svc.name))
             if record is not None:
@@ -312,12 +327,16 @@ def down(settings: Settings | None = None, say: Say = lambda _msg: None) -> list
 
 
 def status(settings: Settings | None = None) -> StackStatus:
-    """Health-check every service (concurrently) and report addresses and credentials."""
+    """Health-check every service and the Spark cluster (concurrently); report addresses and credentials."""
+    from ipsp.localstack import spark
+
     settings = _settings(settings)
     layout = StackLayout.from_settings(settings)
     creds = read_credentials(layout)
-    with ThreadPoolExecutor(max_workers=len(SERVICES)) as pool:
+    with ThreadPoolExecutor(max_workers=len(SERVICES) + 1) as pool:
+        cluster = pool.submit(spark.status, settings)
         kafka, mongo, s3 = pool.map(lambda svc: svc.healthy(settings, creds), SERVICES)
+        spark_state = cluster.result()
     return StackStatus(
         kafka_bootstrap=render.kafka_bootstrap(settings),
         kafka_up=kafka,
@@ -327,6 +346,10 @@ def status(settings: Settings | None = None) -> StackStatus:
         s3_access_key=creds.access_key if creds else "",
         s3_secret_key=creds.secret_key if creds else "",
         s3_up=s3,
+        spark_master=spark_state.master_url,
+        spark_ui=spark_state.ui_url,
+        spark_workers=spark_state.workers,
+        spark_up=spark_state.up,
     )
 
 

@@ -372,7 +372,7 @@ def letter_of(outcome: FrameOutcome) -> dict[str, Any]:
 
 def spark_conf(settings: Settings, options: StreamOptions) -> dict[str, str]:
     """Spark settings of the stream job (besides what ``build_spark`` sets)."""
-    return {
+    return cluster_conf(settings) | {
         "spark.master": with_local_retries(settings.spark_master),
         # one Python worker per core, kept across tasks and batches: the model loads once per worker
         "spark.python.worker.reuse": "true",
@@ -388,6 +388,22 @@ def spark_conf(settings: Settings, options: StreamOptions) -> dict[str, str]:
         # every write is idempotent, so a failed task (a killed Python worker, a lost executor) is retried;
         # past these attempts the batch fails, uncommitted, and runs again on restart
         "spark.task.maxFailures": str(TASK_MAX_FAILURES),
+    }
+
+
+def cluster_conf(settings: Settings) -> dict[str, str]:
+    """On a cluster with ``spark_cores_max``: take that many cores and wait until they all registered.
+
+    Executors register a few seconds after the session starts; the warm-up counts
+    the task slots and loads the model in every executor's Python worker, so it
+    must not run before they are all there (Spark waits at most the given time).
+    """
+    if settings.spark_master.strip().startswith("local") or not settings.spark_cores_max:
+        return {}
+    return {
+        "spark.cores.max": str(settings.spark_cores_max),
+        "spark.scheduler.minRegisteredResourcesRatio": "1.0",
+        "spark.scheduler.maxRegisteredResourcesWaitingTime": "120s",
     }
 
 
