@@ -206,6 +206,35 @@ def test_class_mix_sums_the_windows(
         assert row["frames"] == sum(doc["frames"] for doc in mine)
 
 
+def test_window_routes_agree_on_whole_and_edge_hours(
+    api: httpx.Client, db: Database[dict[str, Any]], seeded: SeededRun
+) -> None:
+    """A range holding the seeded hour whole (its kept per-hour partial) or cutting it (an edge hour) sums the same
+    windows the database holds; asking the whole hour again, after other ranges, reuses the partial unchanged."""
+    windows = list(db["traffic_windows"].find({}))
+    hour = seeded.start.replace(minute=0, second=0, microsecond=0)
+    # ranges on 5-minute marks, so the API's rounding to whole steps leaves them as asked
+    ranges = [
+        (hour - timedelta(minutes=30), hour + timedelta(minutes=90)),
+        (hour + timedelta(minutes=5), hour + timedelta(minutes=10)),
+        (hour - timedelta(minutes=30), hour + timedelta(minutes=10)),
+        (hour - timedelta(minutes=30), hour + timedelta(minutes=90)),
+    ]
+    for start, end in ranges:
+        params = {"from": ms(start), "to": ms(end)}
+        inside = [w for w in windows if start <= w["window_start"].replace(tzinfo=start.tzinfo) < end]
+        assert inside, (start, end)
+        mix = {row["class_name"]: row["count"] for row in api.get("/api/class-mix", params=params).json()}
+        assert mix == {name: sum(w["counts"][name] for w in inside) for name in CLASSES}, (start, end)
+        per_camera = {row["camera_id"]: row for row in api.get("/api/class-mix/cameras", params=params).json()}
+        for camera, row in per_camera.items():
+            assert row["frames"] == sum(w["frames"] for w in inside if w["camera_id"] == camera), (start, end)
+        cells = api.get("/api/heatmap", params={**params, "bucket": "5m"}).json()
+        assert sum(cell["frames"] for cell in cells) == sum(w["frames"] for w in inside), (start, end)
+        rows = api.get("/api/windows", params=params).json()
+        assert len(rows) == len(inside), (start, end)
+
+
 # --- pipeline health and dead letters ------------------------------------------------
 
 

@@ -37,6 +37,24 @@ def test_heat_cells_weight_density_by_frames() -> None:
     assert cells[0].density_max == 50.0 and cells[0].frames == 4
 
 
+def test_partials_of_parts_add_up_to_the_whole() -> None:
+    """Per-hour partials (class sums, heat cells) merged give what the rows of the whole range give."""
+
+    def row(camera: str, minute: int, cars: int, frames: int, mean: float) -> dict:
+        return {"camera_id": camera, "window_start": T0 + timedelta(minutes=minute), "frames": frames,
+                "density_mean": mean, "density_max": mean + 1, "counts": {"car": cars, "total": cars}}  # fmt: skip
+
+    rows = [row("a", 0, 2, 3, 10.0), row("b", 30, 1, 2, 4.0), row("a", 59, 5, 4, 20.0), row("a", 61, 7, 1, 8.0)]
+    first_hour, second_hour = rows[:3], rows[3:]
+    whole = queries.sum_counts(rows)
+    assert queries.add_sums([queries.sum_counts(first_hour), queries.sum_counts(second_hour)]) == whole
+    assert whole["a"]["car"] == 14 and whole["a"]["frames"] == 8 and whole["b"]["car"] == 1
+    assert queries.class_mix_from(whole) == queries.class_mix_of(rows)
+    for bucket in (timedelta(minutes=5), timedelta(hours=2)):  # a 2-hour bucket spans both parts
+        parts = [queries.heat_sums(first_hour, bucket), queries.heat_sums(second_hour, bucket)]
+        assert queries.heat_cells_of(queries.add_heat(parts)) == queries.heat_cells(rows, bucket)
+
+
 def test_merge_windows_sums_counts_and_weights_density_per_camera_bucket() -> None:
     def row(camera: str, minute: int, frames: int, cars: int, mean: float, status: str) -> dict:
         return {"camera_id": camera, "window_start": T0 + timedelta(minutes=minute), "frames": frames,

@@ -35,7 +35,7 @@ from ipsp.localstack import procs
 from ipsp.localstack.layout import StackLayout
 from ipsp.localstack.ports import require_free
 from ipsp.localstack.render import LOOPBACK
-from ipsp.localstack.stack import Say, java_cmd, stack_lock
+from ipsp.localstack.stack import Say, java_cmd, last_line, stack_lock
 
 MASTER = "spark-master"
 WORKER = "spark-worker"  # worker i is spark-worker-<i> (pid file, log, work folder)
@@ -196,7 +196,7 @@ def _wait(what: str, ready: Callable[[], bool], layout: StackLayout, names: list
         for name in names:
             if procs.running(layout.pid_file(name)) is None:
                 log_file = layout.log_file(name)
-                raise UserError(f"{name} exited during start-up (log: {log_file}): {_last_line(log_file)}")
+                raise UserError(f"{name} exited during start-up (log: {log_file}): {last_line(log_file)}")
         if time.monotonic() > deadline:
             stop_all(layout, lambda _msg: None)  # no half-started cluster left behind
             raise UserError(
@@ -204,14 +204,6 @@ def _wait(what: str, ready: Callable[[], bool], layout: StackLayout, names: list
                 f"(logs: {layout.log_dir}/{MASTER}.log, {WORKER}-*.log)"
             )
         time.sleep(0.5)
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return lines[-1][:200] if lines else ""
 
 
 # ---------------------------------------------------------------- processes

@@ -240,7 +240,8 @@ def _command(svc: Service, layout: StackLayout, settings: Settings, java: str, c
 # ---------------------------------------------------------------- waiting
 
 
-def _last_line(path: Path) -> str:
+def last_line(path: Path) -> str:
+    """The last non-empty line of a log (200 characters at most), for a one-line error."""
     try:
         lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
@@ -255,7 +256,7 @@ def _wait_healthy(svc: Service, layout: StackLayout, settings: Settings, creds: 
         if svc.healthy(settings, creds, timeout_s=2.0):
             return
         if procs.running(pid_file) is None:
-            detail = _last_line(log_file)
+            detail = last_line(log_file)
             raise UserError(f"{svc.title} exited during start-up (log: {log_file}): {detail}")
         if time.monotonic() > deadline:
             procs.stop(pid_file)

@@ -313,15 +313,29 @@ def _api_router(state: ApiState, token: str, window_seconds: int) -> APIRouter:
     def answer(key: tuple[Any, ...], build: Callable[[], bytes]) -> Response:
         return _send(reader.cached(key, build))
 
+    def by_hour(q: WindowQuery) -> bool:
+        # window rows come from camera-hours, each hour's partial kept (see ServingReader.hourly)
+        return q.span.span <= HOURS_UP_TO
+
+    def read_rows(q: WindowQuery) -> list[dict[str, Any]]:
+        if by_hour(q):
+            return [row for part in reader.hourly("rows", list(q.names), q.span, list) for row in part]
+        return reader.window_rows(list(q.names), q.span)
+
     def rows_for(q: WindowQuery) -> list[dict[str, Any]]:
-        # one read shared by the four window panels of a dashboard (same cameras, same widened range)
+        # one read shared by the window panels of a dashboard (same cameras, same widened range)
         key = ("rows", q.names, q.span.start, q.span.end)
-        rows = reader.cached(key, lambda: reader.window_rows(list(q.names), q.span))
+        rows = reader.cached(key, lambda: read_rows(q))
         if len(rows) > queries.MAX_WINDOW_ROWS:
             raise BadParameter(
                 f"more than {queries.MAX_WINDOW_ROWS} windows in this range; narrow the range or name fewer cameras"
             )
         return rows
+
+    def sums_for(q: WindowQuery) -> queries.CameraSums:
+        if by_hour(q):
+            return queries.add_sums(reader.hourly("sums", list(q.names), q.span, queries.sum_counts))
+        return queries.sum_counts(rows_for(q))
 
     def window_rows(q: WindowQuery) -> bytes:
         rows = rows_for(q)
@@ -389,19 +403,26 @@ def _api_router(state: ApiState, token: str, window_seconds: int) -> APIRouter:
         """Density heatmap: one row per camera and time bucket that holds windows."""
         assert q.width is not None
         width = q.width
-        return answer(q.key("heatmap"), lambda: _json(queries.heat_cells(rows_for(q), width), list[HeatCell]))
+
+        def build() -> bytes:
+            if by_hour(q):
+                parts = reader.hourly(("heat", width), list(q.names), q.span, lambda r: queries.heat_sums(r, width))
+                return _json(queries.heat_cells_of(queries.add_heat(parts)), list[HeatCell])
+            return _json(queries.heat_cells(rows_for(q), width), list[HeatCell])
+
+        return answer(q.key("heatmap"), build)
 
     @router.get("/class-mix", response_model=list[ClassShare], tags=["windows"])
     def class_mix(q: WindowQuery = Depends(plain)) -> Any:
         """Objects per traffic class over the range, with shares (every class listed)."""
-        return answer(q.key("class-mix"), lambda: _json(queries.class_mix_of(rows_for(q)), list[ClassShare]))
+        return answer(q.key("class-mix"), lambda: _json(queries.class_mix_from(sums_for(q)), list[ClassShare]))
 
     @router.get("/class-mix/cameras", response_model=list[CameraClassMix], tags=["windows"])
     def class_mix_cameras(q: WindowQuery = Depends(plain)) -> Any:
         """Objects per traffic class for each camera over the range."""
         return answer(
             q.key("class-mix-cameras"),
-            lambda: _json(queries.class_mix_by_camera_of(rows_for(q)), list[CameraClassMix]),
+            lambda: _json(queries.class_mix_by_camera_from(sums_for(q)), list[CameraClassMix]),
         )
 
     @router.get("/pipeline/health", response_model=list[PipelineHealth], tags=["pipeline"])

@@ -189,16 +189,42 @@ def bucket_start(moment: datetime, bucket: timedelta) -> datetime:
     return datetime.fromtimestamp((epoch_ms - epoch_ms % size_ms) / 1000, tz=UTC)
 
 
-def heat_cells(docs: Iterable[Mapping[str, Any]], bucket: timedelta) -> list[HeatCell]:
-    """Aggregate windows into camera x bucket cells: frame-weighted mean density and max density."""
-    cells: dict[tuple[datetime, str], list[float]] = {}
+#: heat accumulators by (bucket start, camera): frame-weighted density sum, max density, frames
+HeatSums = dict[tuple[datetime, str], list[float]]
+
+
+def heat_sums(docs: Iterable[Mapping[str, Any]], bucket: timedelta) -> HeatSums:
+    """Window rows accumulated into camera x bucket cells (mergeable: see :func:`add_heat`)."""
+    cells: HeatSums = {}
     for doc in docs:
         key = (bucket_start(doc["window_start"], bucket), doc["camera_id"])
         frames = int(doc["frames"])
-        acc = cells.setdefault(key, [0.0, 0.0, 0.0])  # weighted sum, max, frames
+        acc = cells.setdefault(key, [0.0, 0.0, 0.0])
         acc[0] += float(doc["density_mean"]) * frames
         acc[1] = max(acc[1], float(doc["density_max"]))
         acc[2] += frames
+    return cells
+
+
+def add_heat(parts: Iterable[HeatSums]) -> HeatSums:
+    """Heat accumulators of several parts of a range (hours) as one (a bucket may span parts)."""
+    out: HeatSums = {}
+    for part in parts:
+        for key, (weighted, peak, frames) in part.items():
+            acc = out.setdefault(key, [0.0, 0.0, 0.0])
+            acc[0] += weighted
+            acc[1] = max(acc[1], peak)
+            acc[2] += frames
+    return out
+
+
+def heat_cells(docs: Iterable[Mapping[str, Any]], bucket: timedelta) -> list[HeatCell]:
+    """Aggregate windows into camera x bucket cells: frame-weighted mean density and max density."""
+    return heat_cells_of(heat_sums(docs, bucket))
+
+
+def heat_cells_of(cells: HeatSums) -> list[HeatCell]:
+    """The heatmap rows of accumulated cells, in time then camera order."""
     return [
         HeatCell(
             time=start,
@@ -230,8 +256,13 @@ def merge_windows(rows: Iterable[Mapping[str, Any]], bucket: timedelta) -> list[
 # sums are taken in Python over a projection; windows are few (one per camera-minute).
 
 
-def _sum_counts(docs: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
-    per_camera: dict[str, dict[str, int]] = {}
+#: per camera: objects per class, ``total`` and ``frames`` summed over window rows
+CameraSums = dict[str, dict[str, int]]
+
+
+def sum_counts(docs: Iterable[Mapping[str, Any]]) -> CameraSums:
+    """Objects per class (and frames) per camera, summed over window rows (mergeable: :func:`add_sums`)."""
+    per_camera: CameraSums = {}
     for doc in docs:
         acc = per_camera.setdefault(str(doc["camera_id"]), dict.fromkeys((*CLASSES, "total", "frames"), 0))
         for name, value in flat_counts(doc.get("counts")).items():
@@ -240,10 +271,26 @@ def _sum_counts(docs: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
     return per_camera
 
 
+def add_sums(parts: Iterable[CameraSums]) -> CameraSums:
+    """Per-camera sums of several parts of a range (hours) as one."""
+    out: CameraSums = {}
+    for part in parts:
+        for camera, sums in part.items():
+            acc = out.setdefault(camera, dict.fromkeys(sums, 0))
+            for name, value in sums.items():
+                acc[name] += value
+    return out
+
+
 def class_mix_of(docs: Iterable[Mapping[str, Any]]) -> list[ClassShare]:
     """Objects per class summed over window documents, with each class's share."""
+    return class_mix_from(sum_counts(docs))
+
+
+def class_mix_from(per_camera: CameraSums) -> list[ClassShare]:
+    """Objects per class over every camera's sums, with each class's share."""
     totals: dict[str, int] = dict.fromkeys(CLASSES, 0)
-    for acc in _sum_counts(docs).values():
+    for acc in per_camera.values():
         for name in CLASSES:
             totals[name] += acc[name]
     return class_shares(totals)
@@ -265,7 +312,12 @@ def class_shares(sums: Mapping[str, Any]) -> list[ClassShare]:
 
 def class_mix_by_camera_of(docs: Iterable[Mapping[str, Any]]) -> list[CameraClassMix]:
     """Objects per class for each camera, summed over window documents."""
-    return [CameraClassMix(camera_id=camera, **acc) for camera, acc in sorted(_sum_counts(docs).items())]
+    return class_mix_by_camera_from(sum_counts(docs))
+
+
+def class_mix_by_camera_from(per_camera: CameraSums) -> list[CameraClassMix]:
+    """One row per camera of its summed objects per class."""
+    return [CameraClassMix(camera_id=camera, **acc) for camera, acc in sorted(per_camera.items())]
 
 
 # --- pipeline health -----------------------------------------------------------------

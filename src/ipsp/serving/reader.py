@@ -13,6 +13,11 @@ next micro-batch:
 - answers by route and parameters, with the time range rounded outward to the
   route's bucket (a window's length, an hour ...): Grafana's ``now-6h`` moves at
   every refresh, and every refresh in the same bucket is the same answer.
+
+Behind the answers, the window routes keep per-hour partial results
+(:meth:`ServingReader.hourly`: the class sums, heat cells or rows of one UTC hour
+for one camera set), computed once per version of that hour's documents, so a
+range that moves into a new minute costs its two edge hours, not all of them.
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ class ServingReader:
         self._docs: OrderedDict[tuple[str, str], dict[str, Any] | None] = OrderedDict()
         self._answers: OrderedDict[Hashable, _Answer] = OrderedDict()
         self._max_answers = max_answers
+        # per-hour partials: key -> (the documents they were computed from, the partial)
+        self._partials: OrderedDict[Hashable, tuple[tuple[dict[str, Any], ...], Any]] = OrderedDict()
+        self._max_partials = max_answers * 16
         self._max_documents = max_documents
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ipsp-read")
 
@@ -191,6 +199,48 @@ class ServingReader:
         _check_size(ids)
         return rollups.hours_of_days(self.documents(mongo.CAMERA_DAYS, ids), span.start, span.end)
 
+    def hourly(
+        self, kind: Hashable, cameras: list[str], span: TimeRange, build: Callable[[list[dict[str, Any]]], T]
+    ) -> list[T]:
+        """``build`` applied to the window rows of each UTC hour of ``span`` (at most :data:`HOURS_UP_TO`).
+
+        An hour wholly inside the range is computed once per version of its
+        camera-hour documents and kept (``kind`` names what ``build`` makes);
+        the edge hours, clipped to the range, are computed for this call.
+        """
+        names = sorted(cameras or self.cameras())
+        ids = rollups.camera_hour_ids(names, span.start, span.end)
+        _check_size(ids)
+        by_hour: dict[datetime, list[dict[str, Any]]] = {}
+        for doc in self.documents(mongo.CAMERA_HOURS, ids):
+            by_hour.setdefault(rollups.hour_floor(doc["hour_start"]), []).append(doc)
+        out: list[T] = []
+        for hour, docs in sorted(by_hour.items()):
+            low, high = max(span.start, hour), min(span.end, hour + rollups.HOUR)
+            if (low, high) != (hour, hour + rollups.HOUR):
+                out.append(build(rollups.windows_of_hours(docs, low, high)))
+                continue
+            out.append(self._partial((kind, tuple(names), hour), tuple(docs), build))
+        return out
+
+    def _partial(
+        self, key: Hashable, docs: tuple[dict[str, Any], ...], build: Callable[[list[dict[str, Any]]], T]
+    ) -> T:
+        """The partial of one whole hour, reused while its documents are the very objects it was made from."""
+        with self._lock:
+            held = self._partials.get(key)
+            if held is not None and _same(held[0], docs):
+                self._partials.move_to_end(key)
+                return held[1]  # type: ignore[no-any-return]
+        start = rollups.hour_floor(docs[0]["hour_start"])
+        value = build(rollups.windows_of_hours(docs, start, start + rollups.HOUR))
+        with self._lock:
+            # holding the documents keeps their identity unique: a re-read document is a new object
+            self._partials[key] = (docs, value)
+            while len(self._partials) > self._max_partials:
+                self._partials.popitem(last=False)
+        return value
+
     def first_window_start(self) -> datetime | None:
         """Start of the earliest window: the earliest camera-hour's first slot (one lookup per camera)."""
         state = self.state()
@@ -210,6 +260,11 @@ class ServingReader:
         ids = rollups.pipeline_hour_ids(span.start, span.end)
         _check_size(ids)
         return rollups.batches_of_hours(self.documents(mongo.PIPELINE_HOURS, ids), span.start, span.end)
+
+
+def _same(held: tuple[dict[str, Any], ...], docs: tuple[dict[str, Any], ...]) -> bool:
+    """Whether ``docs`` are the very document objects a partial was computed from."""
+    return len(held) == len(docs) and all(a is b for a, b in zip(held, docs, strict=True))
 
 
 class _Answer:
