@@ -457,6 +457,10 @@ class ShardReader:
                 found.append((path, info.st_size, info.st_mtime))
         return found
 
+    def local_path(self, shard_uri: str) -> Path:
+        """Where the shard is (or would be) cached in this reader's folder."""
+        return self._local_path(shard_uri)
+
     def _local_path(self, shard_uri: str) -> Path:
         digest = hashlib.sha256(shard_uri.encode()).hexdigest()[:24]
         name = shard_uri.rstrip("/").rsplit("/", 1)[-1]
