@@ -71,3 +71,20 @@ def summary_lines(uses: dict[str, CacheUse]) -> list[str]:
         f"cameras fetched: {' '.join(use.cameras) or '-'}"
         for cache, use in sorted(uses.items())
     ]
+
+
+def as_json(uses: dict[str, CacheUse]) -> dict[str, dict[str, object]]:
+    """The figures per cache as plain JSON (the benchmark's results)."""
+    return {cache: figures(use) for cache, use in sorted(uses.items())}
+
+
+def figures(use: CacheUse) -> dict[str, object]:
+    """One cache's figures as plain JSON."""
+    return {
+        "tasks": use.tasks,
+        "shards_fetched": len(use.fetched),
+        "fetched_bytes": use.fetched_bytes,
+        "hits": use.hits,
+        "cache_bytes": use.cache_bytes,
+        "cameras_fetched": use.cameras,
+    }
