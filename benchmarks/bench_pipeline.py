@@ -312,6 +312,7 @@ def fps_of(progress: list[PipelineProgress], skip_first: bool = False) -> float:
 
 def full_speed(settings: Settings, uri: str, tag: str) -> tuple[dict[str, Any], Any]:
     """Phase 2: drain a pre-loaded topic; efficiency figures and the report."""
+    from ipsp.streaming import locality
     from ipsp.streaming.job import StreamOptions, run_stream
 
     topic = f"bench-full-{tag}"
@@ -332,6 +333,8 @@ def full_speed(settings: Settings, uri: str, tag: str) -> tuple[dict[str, Any], 
     cpu = meter.stop()
     say(f"CPU during the stream: {cpu}")
     summary = {"topic": topic, "rows": report.rows, "results": report.results, "dead_letters": report.dead_letters}
+    # shards fetched from the store (cache misses) and bytes held, per shard cache (one per machine)
+    summary["shard_caches"] = locality.as_json(report.caches)
     return {**summary, "cpu": cpu}, report
 
 

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
         None, description="Folder of shipped model files (default: the checkout's 4_model_training/models)."
     )
     shard_cache_bytes: int = Field(2 << 30, ge=1 << 20, description="Local LMDB shard cache bound.")
+    shard_cache_dir: Path | None = Field(
+        None,
+        description="Local LMDB shard cache folder (default: <home>/shard-cache); read where the task runs, so an "
+        "executor's own value wins over the driver's and each machine (each local-stack worker) keeps its own.",
+    )
 
     # Spark and streaming
     spark_master: str = Field("local[2]", description="Spark master URL.")

@@ -8,6 +8,12 @@ process: every frame exactly once with the detector's own counts, every bad
 record a dead letter, windows and progress adding up. On top: the job counted
 both executors' slots, loaded the model in both, and both workers' executors ran
 tasks of the micro-batches (their logs under the stack's worker folders say so).
+
+Locality: each worker has a shard cache of its own (as each machine of a real
+cluster has), and the job keeps each Kafka partition, hence each camera, on one
+executor; so each camera's shards are fetched by exactly one executor, once, and
+each executor fetches only its own cameras' shards. The job's per-cache summary
+says so and the workers' cache folders hold exactly that.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import pytest
 from ipsp.config import Settings
 from ipsp.localstack import spark
 from ipsp.localstack.layout import StackLayout
+from ipsp.storage.shards import ShardReader
 from support.streamfeed import (
     Dataset,
     Feed,
@@ -36,6 +43,10 @@ pytestmark = pytest.mark.slow
 
 WORKERS = 2
 TASK_LINE = re.compile(r"Running task \S+ in stage (\d+)\.\d+")
+CACHE_LINE = re.compile(
+    r"shard cache (?P<cache>\S+): (?P<tasks>\d+) task\(s\), (?P<fetched>\d+) shard\(s\) fetched "
+    r"\((?P<bytes>\d+) bytes\), (?P<hits>\d+) hit\(s\), holds (?P<holds>\d+) bytes; cameras fetched: (?P<cams>.*)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +91,25 @@ def test_stream_on_two_workers_processes_every_record_once(
     warm_up = min(stage for stages in per_worker.values() for stage in stages)
     for name, stages in per_worker.items():
         assert [s for s in stages if s > warm_up], f"{name} ran no task of a micro-batch: {stages}"
+
+    # locality: one shard cache per worker, each camera's shards fetched by exactly one of them
+    caches = {m["cache"].split(":", 1)[1]: m for m in CACHE_LINE.finditer(out.stderr)}
+    worker_caches = {str(layout.spark_shard_cache(name)): name for name in per_worker}
+    assert set(caches) == set(worker_caches), out.stderr[-3000:]
+    cameras = {name: set(caches[folder]["cams"].split()) for folder, name in worker_caches.items()}
+    shards = {row.shard_uri for row in dataset.rows} | {dataset.bad_shard_uri}
+    owners = {uri: [name for folder, name in worker_caches.items() if cached(folder, uri)] for uri in shards}
+    print(f"shard caches: {[caches[f].group(0) for f in sorted(caches)]}; owners {owners}")
+    assert all(len(names) == 1 for names in owners.values()), f"a shard fetched by more than one executor: {owners}"
+    a, b = cameras.values()
+    assert a and b and not a & b, f"a camera's shards fetched by both executors: {cameras}"
+    assert a | b == {uri.rstrip("/").split("/")[-2] for uri in shards}
+    for folder, name in worker_caches.items():
+        # each shard fetched once (no refill), and only the shards of the executor's own cameras
+        mine = sorted(uri for uri, names in owners.items() if names == [name])
+        assert int(caches[folder]["fetched"]) == len(mine), (name, caches[folder].group(0), mine)
+
+
+def cached(folder: str, shard_uri: str) -> bool:
+    """Whether the worker's shard cache holds the shard."""
+    return ShardReader(Path(folder), 1 << 30).local_path(shard_uri).exists()

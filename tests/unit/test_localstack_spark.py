@@ -70,7 +70,7 @@ def fake_spark_home(folder: Path) -> Path:
 def test_worker_environment_points_executors_at_this_venv_and_the_stack(tmp_path: Path) -> None:
     base = {"PATH": "/bin", "PYTHONPATH": "/src"}
     home = fake_spark_home(tmp_path / "pyspark")
-    env = spark.daemon_env(base, home, sys.executable, tmp_path / "local")
+    env = spark.daemon_env(base, home, sys.executable, tmp_path / "local", tmp_path / "cache")
 
     assert env["SPARK_HOME"] == str(home)
     # Spark's launcher (building the executors' command) needs it without the shell scripts
@@ -78,8 +78,10 @@ def test_worker_environment_points_executors_at_this_venv_and_the_stack(tmp_path
     assert env["PYSPARK_PYTHON"] == sys.executable
     assert env["SPARK_LOCAL_IP"] == "127.0.0.1"
     assert env["SPARK_LOCAL_DIRS"] == str(tmp_path / "local")
+    assert env["IPSP_SHARD_CACHE_DIR"] == str(tmp_path / "cache")  # a shard cache per worker, as per machine
     assert env["PYTHONPATH"] == "/src" and env["PATH"] == "/bin"  # the caller's environment passes through
-    assert "SPARK_LOCAL_DIRS" not in spark.daemon_env(base, home, sys.executable)  # the master has none
+    master = spark.daemon_env(base, home, sys.executable)
+    assert "SPARK_LOCAL_DIRS" not in master and "IPSP_SHARD_CACHE_DIR" not in master  # the master has none
     assert base == {"PATH": "/bin", "PYTHONPATH": "/src"}
 
 
@@ -90,8 +92,9 @@ def test_workers_have_their_own_folders_under_the_stack(settings: Settings) -> N
     assert names == ["spark-worker-0", "spark-worker-1"]
     work = {layout.spark_work_dir(n) for n in names}
     local = {layout.spark_local_dir(n) for n in names}
-    assert len(work | local) == 4
-    assert all(layout.root in path.parents for path in work | local)
+    caches = {layout.spark_shard_cache(n) for n in names}
+    assert len(work | local | caches) == 6
+    assert all(layout.root in path.parents for path in work | local | caches)
     assert layout.pid_file(names[1]) == layout.run_dir / "spark-worker-1.pid"
 
 

@@ -14,6 +14,7 @@ from ipsp.storage.shards import (
     ShardCorrupt,
     ShardNotFound,
     ShardReader,
+    cache_dir,
     initial_map_size,
     write_shard,
 )
@@ -138,3 +139,44 @@ def test_fork_reopens_instead_of_sharing_the_handle(tmp_path: Path, reader: Shar
     assert answer == expected
     assert reader.stats.reopened_after_fork == 0  # the parent keeps its handle
     assert reader.get(uri, key) == items[key]
+
+
+def test_the_reader_lists_the_shards_it_downloaded(tmp_path: Path, reader: ShardReader) -> None:
+    first, items, _ = _publish(tmp_path, "cam_01")
+    second, _, _ = _publish(tmp_path, "cam_02")
+    for uri in (first, second, first):
+        reader.get_many(uri, list(items)[:1])
+    # cache misses only: the second read of cam_01 is a hit
+    assert reader.stats.downloaded == [first, second] and reader.stats.hits == 1
+    assert reader.local_path(first).exists() and reader.cached_bytes() == reader.stats.downloaded_bytes
+
+
+def test_the_cache_folder_of_the_machine_wins_over_the_drivers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipsp.config import Settings
+
+    monkeypatch.delenv("IPSP_SHARD_CACHE_DIR", raising=False)
+    settings = Settings(home=tmp_path / "home")  # type: ignore[call-arg]
+    assert cache_dir(settings) == tmp_path / "home" / "shard-cache"
+    driver = Settings(home=tmp_path / "home", shard_cache_dir=tmp_path / "driver")  # type: ignore[call-arg]
+    assert cache_dir(driver) == tmp_path / "driver"
+    # an executor gets the driver's settings, but its own machine (environment) names its cache
+    monkeypatch.setenv("IPSP_SHARD_CACHE_DIR", str(tmp_path / "worker"))
+    assert cache_dir(driver) == tmp_path / "worker"
+    assert ShardReader.from_settings(driver).cache_dir == (tmp_path / "worker").resolve()
+
+
+def test_a_task_report_says_what_its_task_fetched_and_what_the_cache_holds(tmp_path: Path, reader: ShardReader) -> None:
+    from ipsp.streaming.task.outcome import TaskReport
+    from ipsp.streaming.task.run import account_cache
+
+    first, items, _ = _publish(tmp_path, "cam_01")
+    second, _, _ = _publish(tmp_path, "cam_02")
+    reader.get_many(first, list(items)[:1])  # an earlier task's fetch
+    before = (len(reader.stats.downloaded), reader.stats.downloaded_bytes, reader.stats.hits)
+    reader.get_many(first, list(items)[:1])
+    reader.get_many(second, ["cam_02_00000"])
+    report = TaskReport()
+    account_cache(report, reader, before)
+    assert report.fetched_shards == [second] and report.cache_hits == 1
+    assert report.cache.endswith(f":{reader.cache_dir}") and report.cache_bytes == reader.cached_bytes()
+    assert 0 < report.fetched_bytes < report.cache_bytes

@@ -167,3 +167,40 @@ def test_an_object_store_outage_is_waited_out_then_raised(monkeypatch: pytest.Mo
     assert reader.calls == 3
     with pytest.raises(ServiceUnavailable):
         fetch.fetch_with_retries(UnansweringStore(failures=2), "s3://b/s.lmdb", ["k"], 0.0)
+
+
+@pytest.mark.parametrize(
+    ("master", "spread"), [("local[2]", True), ("local", True), ("spark://127.0.0.1:7077", False), ("k8s://h", False)]
+)
+def test_only_one_process_spreads_batches_round_robin(master: str, spread: bool) -> None:
+    from ipsp.streaming.job import round_robin
+
+    # on a cluster the Kafka partitions (keyed by camera) keep their executors, so a camera's shards stay on one
+    assert round_robin(master) is spread
+
+
+def test_shard_fetches_are_folded_per_cache() -> None:
+    from ipsp.streaming import locality
+    from ipsp.streaming.task.outcome import TaskReport
+
+    shard = "s3://ipsp/datasets/d/shards/{0}/{0}-0000.lmdb".format
+    totals: dict[str, locality.CacheUse] = {}
+    first = [
+        TaskReport(cache="a:/c", fetched=f"{shard('cam_01')}\n{shard('cam_03')}", fetched_bytes=30, cache_bytes=30),
+        TaskReport(cache="b:/c", fetched=shard("cam_02"), fetched_bytes=10, cache_bytes=10),
+        TaskReport(),  # a task with no rows read no shard
+    ]
+    batch = locality.fold(first, totals)
+    assert set(batch) == {"a:/c", "b:/c"} and batch["a:/c"].cameras == ["cam_01", "cam_03"]
+    batch = locality.fold([TaskReport(cache="a:/c", cache_hits=2, cache_bytes=30)], totals)
+    assert batch["a:/c"].fetched == [] and batch["a:/c"].hits == 2
+    assert (totals["a:/c"].tasks, totals["a:/c"].hits, len(totals["a:/c"].fetched)) == (2, 2, 2)
+    lines = locality.summary_lines(totals)
+    assert lines[0] == (
+        "shard cache a:/c: 2 task(s), 2 shard(s) fetched (30 bytes), 2 hit(s), holds 30 bytes; "
+        "cameras fetched: cam_01 cam_03"
+    )
+    figures = locality.as_json(totals)["b:/c"]
+    assert figures == {"tasks": 1, "shards_fetched": 1, "fetched_bytes": 10, "hits": 0, "cache_bytes": 10,
+                       "cameras_fetched": ["cam_02"]}  # fmt: skip
+    assert lines[1].endswith("cameras fetched: cam_02") and "b:/c fetched 1 (0.0 MB)" in locality.batch_line(totals)

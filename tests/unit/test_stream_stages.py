@@ -262,7 +262,7 @@ def test_outcomes_cross_arrow_as_typed_columns_and_come_back_equal() -> None:
     )  # fmt: skip
     (letter,) = split_records([(b"{not json", "t", 2, 8)], NOW)[1]
     outcomes = [FrameOutcome.of_result(result, 41.5), FrameOutcome.of_letter(letter)]
-    report = TaskReport(fetch_ms=1.5, infer_ms=20.0, kept=1)
+    report = TaskReport(fetch_ms=1.5, infer_ms=20.0, kept=1, cache="h:/c", fetched="s3://b/x\ns3://b/y", cache_bytes=9)
     batch = to_record_batch(outcomes, report)
 
     # the schema follows the two records' fields: counts are integer columns, never text
@@ -270,6 +270,7 @@ def test_outcomes_cross_arrow_as_typed_columns_and_come_back_equal() -> None:
     assert "motorbike long" in schema_ddl() and "kept long" in schema_ddl()
     back, reports = from_table(pa.Table.from_batches([batch]))
     assert back == outcomes and reports == [report]
+    assert reports[0].fetched_shards == ["s3://b/x", "s3://b/y"] and TaskReport().fetched_shards == []
     assert back[0].figures == (3.0, 2.0, 0.0, 0.0, 0.0, 1.0, 12.5)
     assert (back[0].event_id, back[0].partition, back[0].offset) == (result.id, 2, 7)
     assert back[1].kind == "dead" and back[1].stage == "parse" and back[1].letter_id == "t:2:8"

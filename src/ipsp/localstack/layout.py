@@ -92,6 +92,10 @@ class StackLayout:
         """A Spark worker's scratch folder for its executors (shuffle and block files)."""
         return self.spark_dir / "local" / worker
 
+    def spark_shard_cache(self, worker: str) -> Path:
+        """A Spark worker's shard cache (``IPSP_SHARD_CACHE_DIR`` of its executors): one per worker, as per machine."""
+        return self.spark_dir / "shard-cache" / worker
+
     @property
     def conf_dir(self) -> Path:
         """Rendered configuration files."""

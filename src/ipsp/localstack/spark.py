@@ -141,7 +141,9 @@ def scala_version(home: Path) -> str:
     raise UserError(f"no spark-core jar in {home / 'jars'}: reinstall pyspark (pip install --force-reinstall pyspark)")
 
 
-def daemon_env(base: Mapping[str, str], home: Path, python: str, local_dir: Path | None = None) -> dict[str, str]:
+def daemon_env(
+    base: Mapping[str, str], home: Path, python: str, local_dir: Path | None = None, shard_cache: Path | None = None
+) -> dict[str, str]:
     """The environment of a master or worker (a worker passes it on to the executors it launches)."""
     env = dict(base)
     env.update(
@@ -158,6 +160,10 @@ def daemon_env(base: Mapping[str, str], home: Path, python: str, local_dir: Path
     )
     if local_dir is not None:
         env["SPARK_LOCAL_DIRS"] = str(local_dir)  # executors' scratch files in the stack, not in /tmp
+    if shard_cache is not None:
+        # a shard cache of its own, as each machine of a real cluster has: which executor fetched
+        # which shards then shows here too, instead of every worker reading one shared folder
+        env["IPSP_SHARD_CACHE_DIR"] = str(shard_cache)
     return env
 
 
@@ -266,7 +272,9 @@ def _ensure_workers(
         if procs.running(layout.pid_file(name)) is None:
             layout.spark_work_dir(name).mkdir(parents=True, exist_ok=True)
             layout.spark_local_dir(name).mkdir(parents=True, exist_ok=True)
-            env = daemon_env(os.environ, home, sys.executable, layout.spark_local_dir(name))
+            env = daemon_env(
+                os.environ, home, sys.executable, layout.spark_local_dir(name), layout.spark_shard_cache(name)
+            )
             _start(name, cmd, env, layout, say)
     return list(wanted)
 

@@ -287,6 +287,8 @@ class CacheStats:
     reopened_after_fork: int = 0
     downloaded_bytes: int = 0
     evicted: list[str] = field(default_factory=list)
+    #: shard URIs this reader downloaded (cache misses), oldest first
+    downloaded: list[str] = field(default_factory=list)
 
 
 class ShardReader:
@@ -323,8 +325,8 @@ class ShardReader:
 
     @classmethod
     def from_settings(cls, settings: Settings, digests: Mapping[str, str] | None = None) -> ShardReader:
-        """A reader over ``<home>/shard-cache`` bounded by ``shard_cache_bytes``."""
-        return cls(settings.home / "shard-cache", settings.shard_cache_bytes, settings, digests)
+        """A reader over :func:`cache_dir` bounded by ``shard_cache_bytes``."""
+        return cls(cache_dir(settings), settings.shard_cache_bytes, settings, digests)
 
     def get(self, shard_uri: str, key: str, shard_sha256: str | None = None) -> bytes:
         """The bytes stored under ``key`` in the shard; ShardNotFound / FrameNotFound / ShardCorrupt."""
@@ -429,6 +431,7 @@ class ShardReader:
             tmp.unlink(missing_ok=True)
         self.stats.downloads += 1
         self.stats.downloaded_bytes += size
+        self.stats.downloaded.append(shard_uri)
 
     def _make_room(self, incoming: int, keep: Path) -> None:
         files = sorted(self._files(), key=lambda item: item[2])  # least recently used first
@@ -454,10 +457,27 @@ class ShardReader:
                 found.append((path, info.st_size, info.st_mtime))
         return found
 
+    def local_path(self, shard_uri: str) -> Path:
+        """Where the shard is (or would be) cached in this reader's folder."""
+        return self._local_path(shard_uri)
+
     def _local_path(self, shard_uri: str) -> Path:
         digest = hashlib.sha256(shard_uri.encode()).hexdigest()[:24]
         name = shard_uri.rstrip("/").rsplit("/", 1)[-1]
         return self.cache_dir / f"{digest}-{name}"
+
+
+def cache_dir(settings: Settings) -> Path:
+    """The shard cache folder of this machine: ``IPSP_SHARD_CACHE_DIR`` where the code runs, else the settings'.
+
+    The environment of the process comes first because a cache belongs to the
+    machine, not to the job: a Spark executor gets its settings from the driver,
+    yet must keep its shards where its own machine (or local-stack worker) says.
+    """
+    local = os.environ.get("IPSP_SHARD_CACHE_DIR", "").strip()
+    if local:
+        return Path(local).expanduser()
+    return settings.shard_cache_dir or settings.home / "shard-cache"
 
 
 def _sidecar_path(path: Path) -> Path:

@@ -15,9 +15,15 @@ killed Python worker (``spark.task.maxFailures`` = 4), or a resend of the same
 events therefore leaves the same documents, and a restart resumes from the
 first uncommitted batch.
 
-Each micro-batch is spread over one task per slot (a round-robin repartition:
-Kafka partitions are uneven) and holds about ``batch_seconds`` of the work
-measured when the workers warm up, unless ``maxOffsetsPerTrigger`` is given.
+On ``local[N]`` each micro-batch is spread over one task per slot (a
+round-robin repartition: Kafka partitions are uneven, and one process shares
+one shard cache, so spreading costs nothing). On a cluster the batch keeps its
+Kafka partitions as tasks: the Kafka source gives each topic-partition one
+preferred executor (the same in every batch while the executors stay), and the
+topic is keyed by camera, so a camera's frames, and the fetches of its shards,
+stay on one executor (:mod:`ipsp.streaming.locality` counts them per cache). A
+batch holds about ``batch_seconds`` of the work measured when the workers warm
+up, unless ``maxOffsetsPerTrigger`` is given.
 
 Windows (see :mod:`ipsp.streaming.state`): per-camera tumbling windows on event
 time, folded by the driver into their own documents, read and written by
@@ -49,6 +55,7 @@ from ipsp.contracts import ModelRef, PipelineProgress, utc_now, window_id
 from ipsp.errors import UserError
 from ipsp.mongo import DEFAULT_RETRY_SECONDS
 from ipsp.rollups.write import write_serving
+from ipsp.streaming import locality
 from ipsp.streaming.control import GracefulStop, StopRequest, wait
 from ipsp.streaming.preflight import check_topic, load_model, open_sink
 from ipsp.streaming.progress import elapsed_ms, latency_stats
@@ -103,6 +110,8 @@ class StreamReport:
     keep_latencies: bool = False  # the benchmark wants every frame's latency; a long run does not
     latencies_ms: list[float] = field(default_factory=list)
     progress: list[PipelineProgress] = field(default_factory=list)
+    #: per shard cache (``<host>:<folder>``, one per machine): shards fetched, hits, bytes held
+    caches: dict[str, locality.CacheUse] = field(default_factory=dict)
 
     def line(self) -> str:
         """One line for the terminal."""
@@ -177,6 +186,8 @@ class BatchSink:
         self.previous_start: datetime | None = None
         self.run_name = run_name or f"{settings.mongo_db}/{options.query_name}/-"
         self.slots = 1 if options.task_rows else slots  # --task-rows: split Kafka partitions instead
+        #: round-robin only in one process; a cluster keeps each Kafka partition (cameras) on its executor
+        self.round_robin = round_robin(settings.spark_master)
 
     def __call__(self, df: Any, batch_id: int) -> None:
         with self.lock:
@@ -208,6 +219,7 @@ class BatchSink:
         )
         t1 = time.perf_counter()
         outcomes, tasks = from_table(table)
+        shards = locality.fold(tasks, self.report.caches)
         results = [o for o in outcomes if o.kind == "result"]
         dead = [o for o in outcomes if o.kind == "dead"]
 
@@ -249,13 +261,20 @@ class BatchSink:
             self.report.latencies_ms.extend(o.latency_ms for o in results)
             self.report.progress.append(progress)
         self._log(progress, stages, changes, tasks, len(windows))
+        if shards:
+            log.info("batch %d shards: %s", batch_id, locality.batch_line(shards))
 
     def shaped(self, df: Any) -> Any:
-        """The batch's records in about one task per slot (Kafka partitions are uneven; tasks then equal)."""
-        slots = self.slots
-        if slots <= 1:
+        """The batch's records as tasks: one per slot on ``local[N]``, the Kafka partitions on a cluster.
+
+        In one process the round-robin evens out uneven Kafka partitions and all
+        tasks share one shard cache. On a cluster it would send every camera to
+        every executor, each then fetching every camera's shards; the Kafka
+        partitions keep their preferred executors, so a camera stays on one.
+        """
+        if self.slots <= 1 or not self.round_robin:
             return df
-        return df.repartition(slots)
+        return df.repartition(self.slots)
 
     def update_windows(self, batch_id: int, written: list[FrameOutcome], now: datetime) -> BatchWindows:
         """Fold the batch's events into their windows (read and written by ``_id``), then close windows.
@@ -411,6 +430,11 @@ def cluster_conf(settings: Settings) -> dict[str, str]:
 TASK_MAX_FAILURES = 4
 
 
+def round_robin(master: str) -> bool:
+    """Whether batches are spread round-robin over the slots: only on a local master (one process)."""
+    return master.strip().startswith("local")
+
+
 def with_local_retries(master: str) -> str:
     """A ``local[N]`` master retries failed tasks only when it says so: ``local[N,F]``."""
     match = re.fullmatch(r"local\[(\d+|\*)\]", master.strip())
@@ -482,6 +506,8 @@ def run_stream(
         log.info("query %s started (%s); checkpoint %s%s", options.query_name, options.mode, checkpoint,
                  f"; Spark UI {ui}" if ui else "")  # fmt: skip
         wait(query, handler, report, until)
+        for line in locality.summary_lines(report.caches):
+            log.info("%s", line)
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

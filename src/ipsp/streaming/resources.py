@@ -83,13 +83,13 @@ def get_detector(ctx: JobContext) -> Detector:
 
 
 def get_reader(settings: Settings) -> ShardReader:
-    """The worker's shard reader (local LRU cache of whole shards under ``<home>``)."""
-    key = str(settings.home)
+    """The worker's shard reader (local LRU cache of whole shards, one folder per machine: ``cache_dir``)."""
+    from ipsp.storage.shards import ShardReader, cache_dir
+
+    key = str(cache_dir(settings))
     with _LOCK:
         reader = _READERS.get(key)
         if reader is None:
-            from ipsp.storage.shards import ShardReader
-
             reader = ShardReader.from_settings(settings)
             _READERS[key] = reader
         return reader

@@ -83,7 +83,7 @@ class FrameOutcome:
 
 @dataclass
 class TaskReport:
-    """What one task did besides its outcomes: milliseconds per step and its write counts."""
+    """What one task did besides its outcomes: milliseconds per step, its write counts and its shard cache."""
 
     read_ms: float = 0.0
     parse_ms: float = 0.0
@@ -99,6 +99,17 @@ class TaskReport:
     task_ms: float = 0.0
     kept: int = 0  # results the store kept (the rest: a later copy was there)
     stale: int = 0  # dead letters of earlier attempts deleted by this task
+    # the shard cache the task read through (one per machine): where the task ran, as locality sees it
+    cache: str = ""  # ``<host>:<cache folder>``
+    fetched: str = ""  # shard URIs the task downloaded from the object store (cache misses), one per line
+    fetched_bytes: int = 0
+    cache_hits: int = 0  # shard reads served from the cache
+    cache_bytes: int = 0  # bytes of shards the cache held when the task ended
+
+    @property
+    def fetched_shards(self) -> list[str]:
+        """The shard URIs the task downloaded, in order."""
+        return self.fetched.split("\n") if self.fetched else []
 
 
 _ARROW_KINDS = {"str": "string", "int": "int64", "float": "float64"}

@@ -22,6 +22,7 @@ are never pickled.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from ipsp.streaming.task.write import Writer
 
 if TYPE_CHECKING:
     from ipsp.detection.metrics import CamerasConfig
+    from ipsp.storage.shards import ShardReader
 
 
 @dataclass(frozen=True)
@@ -104,12 +106,28 @@ def partition_function(ctx: JobContext) -> Callable[[Iterator[Any]], Iterator[An
         reader = get_reader(ctx.settings)
         sink = get_sink(ctx.settings, ctx.retry_seconds)
         cameras = get_cameras(ctx.settings)
+        before = (len(reader.stats.downloaded), reader.stats.downloaded_bytes, reader.stats.hits)
         outcomes, report = run_task(rows, ctx, detector, reader, sink, cameras)
+        account_cache(report, reader, before)
         report.read_ms = read_ms
         report.task_ms = (time.perf_counter() - started) * 1000
         yield to_record_batch(outcomes, report)
 
     return process
+
+
+def account_cache(report: TaskReport, reader: ShardReader, before: tuple[int, int, int]) -> None:
+    """Fill the report's shard-cache fields: what the task fetched and what the cache holds now.
+
+    A Python worker runs one task at a time, so the reader's counters moved by
+    this task alone since ``before`` (downloads, downloaded bytes, hits).
+    """
+    downloads, downloaded_bytes, hits = before
+    report.cache = f"{socket.gethostname()}:{reader.cache_dir}"
+    report.fetched = "\n".join(reader.stats.downloaded[downloads:])
+    report.fetched_bytes = reader.stats.downloaded_bytes - downloaded_bytes
+    report.cache_hits = reader.stats.hits - hits
+    report.cache_bytes = reader.cached_bytes()
 
 
 def warm_up_function(ctx: JobContext) -> Callable[[Iterator[Any]], Iterator[Any]]:
