@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from ipsp import capacity_cli
 from ipsp import demo as demo_cli
 from ipsp.detection import cli as detection_cli
 from ipsp.errors import UserError
@@ -43,6 +44,7 @@ app.command("serve")(serving_cli.serve)
 app.command("report")(serving_cli.report)
 app.add_typer(maintenance_cli.rollups_app, name="rollups")
 app.command("prune")(maintenance_cli.prune_command)
+app.command("capacity")(capacity_cli.capacity)
 
 
 def main() -> None:

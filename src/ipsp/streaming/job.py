@@ -112,6 +112,9 @@ class StreamReport:
     progress: list[PipelineProgress] = field(default_factory=list)
     #: per shard cache (``<host>:<folder>``, one per machine): shards fetched, hits, bytes held
     caches: dict[str, locality.CacheUse] = field(default_factory=dict)
+    #: per batch, kept with the latencies: ms of the driver's writes after ``total`` (progress, serving documents)
+    #: and the window documents the batch wrote
+    after_ms: list[dict[str, float]] = field(default_factory=list)
 
     def line(self) -> str:
         """One line for the terminal."""
@@ -254,12 +257,17 @@ class BatchSink:
             finished_at=finished,
         )
         self.sink.write_progress(progress)
+        t3 = time.perf_counter()
         write_serving(self.sink, self.settings.window_seconds, windows, progress, [letter_of(o) for o in dead])
+        t4 = time.perf_counter()
         self.previous_start = started
         self._account(progress, stages, changes.late)
         if self.report.keep_latencies:
             self.report.latencies_ms.extend(o.latency_ms for o in results)
             self.report.progress.append(progress)
+            self.report.after_ms.append(
+                {"progress": (t3 - t2) * 1000, "serving": (t4 - t3) * 1000, "windows_written": float(len(windows))}
+            )
         self._log(progress, stages, changes, tasks, len(windows))
         if shards:
             log.info("batch %d shards: %s", batch_id, locality.batch_line(shards))
