@@ -125,6 +125,8 @@ def account_cache(report: TaskReport, reader: ShardReader, before: tuple[int, in
     downloads, downloaded_bytes, hits = before
     report.cache = f"{socket.gethostname()}:{reader.cache_dir}"
     report.fetched = "\n".join(reader.stats.downloaded[downloads:])
+    # handed over in the report: kept, the list would grow for as long as the worker lives
+    del reader.stats.downloaded[downloads:]
     report.fetched_bytes = reader.stats.downloaded_bytes - downloaded_bytes
     report.cache_hits = reader.stats.hits - hits
     report.cache_bytes = reader.cached_bytes()
