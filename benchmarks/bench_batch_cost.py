@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench_pipeline import EVENT_START, REPO, CpuMeter, pin_cpus, prepare_dataset, produce
+from bench_pipeline import EVENT_START, REPO, CpuMeter, machine, pin_cpus, prepare_dataset, produce
 
 from ipsp.capacity import fit_line
 from ipsp.config import Settings, load_settings
@@ -273,13 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         "partitions": partitions,
         "rounds": [{**r, "runs": [{k: v for k, v in run.items() if k != "rows"} for run in r["runs"]]} for r in rounds],
         "arguments": {k: str(v) for k, v in vars(args).items() if k != "out"},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "pinned_cpus": cpus,
-            "spark_master": settings.spark_master,
-            "loadavg_before": [round(v, 2) for v in load_before],
-            "loadavg_after": [round(v, 2) for v in os.getloadavg()],
-        },
+        "machine": machine(cpus, settings, load_before),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -384,6 +384,17 @@ def half_load(settings: Settings, uri: str, tag: str, rate: float, seconds: floa
     }
 
 
+def machine(cpus: list[int], settings: Settings, load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """What a results file says of the machine: CPUs, the ones pinned, the master, the load before and after."""
+    return {
+        "cpus": os.cpu_count(),
+        "pinned_cpus": cpus,
+        "spark_master": settings.spark_master,
+        "loadavg_before": [round(v, 2) for v in load_before],
+        "loadavg_after": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
 def pin_cpus(spec: str) -> list[int]:
     """Pin this process (and so every child it starts) to a CPU set: ``all`` or e.g. ``0-1``."""
     if spec == "all":
@@ -559,13 +570,7 @@ def main(argv: list[str] | None = None) -> None:
         "rounds": rounds,
         "half_load": half,
         "arguments": {k: str(v) for k, v in vars(args).items() if k != "out"},  # no machine path in results
-        "machine": {
-            "cpus": os.cpu_count(),
-            "pinned_cpus": cpus,
-            "spark_master": settings.spark_master,
-            "loadavg_before": [round(v, 2) for v in load_before],
-            "loadavg_after": [round(v, 2) for v in os.getloadavg()],
-        },
+        "machine": machine(cpus, settings, load_before),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

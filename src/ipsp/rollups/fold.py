@@ -27,8 +27,6 @@ from ipsp.rollups.keys import (
 )
 from ipsp.rollups.shapes import CLASS_NAMES, LETTERS_PER_BATCH, SERVING_VERSION, STATE_ID
 
-# --- folding windows into hours, hours into days, days into cameras -------------------------
-
 
 def window_figures(window: Mapping[str, Any]) -> dict[str, Any]:
     """The entry a ``traffic_windows`` document becomes inside its camera-hour."""

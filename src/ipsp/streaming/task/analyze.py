@@ -85,11 +85,15 @@ def analyze(
     item: Ready,
     detector: FrameDetector,
     cameras: CamerasConfig,
+    class_map: dict[str, str],
     model: ModelRef,
     batch_id: int,
     report: TaskReport,
 ) -> Analyzed:
-    """Infer ``item``'s batch; each frame becomes its result, or a dead letter when it does not decode."""
+    """Infer ``item``'s batch; each frame becomes its result, or a dead letter when it does not decode.
+
+    ``class_map``: the cameras' class names as the results name them (``cameras.full_class_map()``, made once per task).
+    """
     from ipsp.detection import traffic_summary
     from ipsp.detection.errors import FrameError
 
@@ -104,7 +108,6 @@ def analyze(
     per_frame = step.infer_ms / max(len(item.records), 1)
     started = time.perf_counter()
     now = utc_now()
-    class_map = cameras.full_class_map()
     for record, outcome in zip(item.records, outcomes, strict=True):
         if isinstance(outcome, FrameError):
             out.letters.append(letter_for("decode", f"frame does not decode: {outcome}", record, now))

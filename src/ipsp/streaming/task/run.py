@@ -77,10 +77,11 @@ def run_task(
     def fetch(stop: Any) -> Iterator[Ready]:
         return prepare_batches(records, detector, reader, ctx.settings.batch_size, ctx.retry_seconds, report, stop)
 
+    class_map = cameras.full_class_map()
     prefetch: Prefetcher[Ready] = Prefetcher(fetch, ctx.settings.prefetch_batches)
     try:
         for item in prefetch:
-            writer.put(analyze(item, detector, cameras, ctx.model, ctx.batch_id, report))
+            writer.put(analyze(item, detector, cameras, class_map, ctx.model, ctx.batch_id, report))
     finally:
         try:
             prefetch.close()  # stops and joins the prefetch thread, whatever happened
