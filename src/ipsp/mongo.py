@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -66,7 +66,11 @@ SERVING_APPNAME = "ipsp-serve"
 
 
 def connect(
-    uri: str, timeout_ms: int = 5000, query_timeout_ms: int | None = None, appname: str | None = None
+    uri: str,
+    timeout_ms: int = 5000,
+    query_timeout_ms: int | None = None,
+    appname: str | None = None,
+    listeners: Sequence[Any] = (),
 ) -> MongoClient[dict[str, Any]]:
     """A pymongo client that fails fast on an absent server (callers retry or answer 503 instead of hanging).
 
@@ -74,7 +78,8 @@ def connect(
     ``query_timeout_ms`` bounds waiting for one answer (default: six times
     ``timeout_ms``, at least 30 s; seeding a large run on FerretDB needs more).
     Datetimes come back aware, in UTC. Writes are not retried by the driver:
-    :func:`with_retries` decides what is safe to repeat.
+    :func:`with_retries` decides what is safe to repeat. ``listeners`` are
+    pymongo command listeners (a test counts the statements a batch sends).
     """
     from pymongo import MongoClient
 
@@ -87,6 +92,7 @@ def connect(
         socketTimeoutMS=query_timeout_ms if query_timeout_ms is not None else max(timeout_ms * 6, 30000),
         retryWrites=False,
         appname=appname,
+        event_listeners=list(listeners),
     )
 
 

@@ -6,10 +6,12 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from pymongo import monitoring
 
 from ipsp import mongo
 from ipsp.config import Settings
 from ipsp.streaming.maintenance import prune, rebuild
+from ipsp.streaming.sinks import MongoSink
 from ipsp.streaming.windows import status_function
 from support.serving import (
     DEFAULT_START,
@@ -73,3 +75,45 @@ def test_prune_deletes_old_frames_and_keeps_rollup_totals(stack_settings: Settin
     assert all(doc["event_time"] >= now - timedelta(minutes=10) for doc in sink.db["analysis_results"].find({}))
     assert deleted["traffic_windows"] > 0
     assert serving_snapshot(sink.db) == before  # the rollups keep their totals
+
+
+class Statements(monitoring.CommandListener):
+    """A pymongo command listener: each command's name, collection and write errors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[str, str]] = []
+        self.collisions: list[str] = []  # collections where an insert met an existing _id
+
+    def started(self, event) -> None:  # type: ignore[no-untyped-def]
+        self.sent.append((event.command_name, str(event.command.get(event.command_name))))
+
+    def succeeded(self, event) -> None:  # type: ignore[no-untyped-def]
+        if event.command_name == "insert" and event.reply.get("writeErrors"):
+            self.collisions.append(str(event.reply.get("writeErrors")[0].get("errmsg", "")))
+
+    def failed(self, event) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+def test_a_batch_reads_each_open_window_once_and_never_inserts_over_a_stored_document(
+    stack_settings: Settings,
+) -> None:
+    # 3 cameras, 60 s each at 1 frame/s, batches of 10 s: six batches fold into the same open windows
+    name = f"ipsp_test_held_{uuid.uuid4().hex[:8]}"
+    statements = Statements()
+    client = mongo.connect(stack_settings.mongo_uri.get_secret_value(), timeout_ms=10_000, listeners=[statements])
+    sink = MongoSink(client, name, retry_seconds=120)
+    try:
+        batches = write_through_sink(sink, stack_settings, 180, 3, frames_per_second=1.0, batch_frames=30)
+        windows = sink.db[mongo.WINDOWS].count_documents({})
+        window_reads = [s for s in statements.sent if s == ("find", mongo.WINDOWS)]
+        window_writes = [s for s in statements.sent if s[1] == mongo.WINDOWS and s[0] in ("insert", "update")]
+        assert batches == 6 and 3 <= windows < batches * 3
+        assert len(window_reads) == windows  # each window read from the store once, when first seen
+        assert len(window_writes) >= batches  # every batch wrote its windows
+        assert statements.collisions == []  # no insert of a document the writer had read or written
+        check_serving_equals_rebuild(sink.db, stack_settings)
+    finally:
+        client.drop_database(name)
+        client.close()

@@ -35,6 +35,10 @@ class DocumentStore(Protocol):
         """Insert or replace each document by ``_id``."""
         ...
 
+    def replace_many(self, collection: str, documents: Sequence[Mapping[str, Any]]) -> None:
+        """Replace each document by ``_id`` (one statement each; no insert tried first)."""
+        ...
+
 
 class ServingWriter:
     """Keeps the serving documents of one database in step with the batches written."""
@@ -64,8 +68,11 @@ class ServingWriter:
     def _put(self, collection: str, docs: Mapping[str, dict[str, Any]]) -> None:
         keep = {k: v for k, v in docs.items() if not _is_empty(collection, v)}
         gone = sorted(set(docs) - set(keep))
-        if keep:
-            self.store.put(collection, [keep[k] for k in sorted(keep)])
+        # a document read or written before is replaced at once; an insert is tried only for the others
+        stored = [keep[k] for k in sorted(keep) if self._held.get((collection, k)) is not None]
+        fresh = [keep[k] for k in sorted(keep) if self._held.get((collection, k)) is None]
+        self.store.replace_many(collection, stored)
+        self.store.put(collection, fresh)
         for doc_id in gone:
             with_retries(
                 lambda c=collection, i=doc_id: self.store.db[c].delete_one({"_id": i}),  # type: ignore[misc]
