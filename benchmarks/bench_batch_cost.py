@@ -17,7 +17,10 @@ adds the driver's writes after them (progress, serving documents). Per batch:
 - ``windows``: the driver's window fold (reads and writes by ``_id``);
 - ``progress`` and ``serving``: the driver's progress and serving-document writes;
 - ``between_batches``: the rest of the gap to the next batch (Spark's offset and
-  commit logs, planning the next batch, Kafka offset look-ups).
+  commit logs, planning the next batch, Kafka offset look-ups);
+- ``spark.*``: Spark's own step times of the batch's trigger (its query
+  progress ``durationMs``: Kafka offsets, planning, the offset and commit logs),
+  and ``spark.outside_handler``, the trigger's time outside ``foreachBatch``.
 
 Each figure is fitted over the batches of a round as ``fixed + per_frame x
 rows`` (least squares): ``fixed`` is what a batch pays regardless of its size.
@@ -59,7 +62,13 @@ def say(text: str) -> None:
     print(f"[bench-batch {datetime.now(UTC):%H:%M:%S}] {text}", flush=True)
 
 
-def per_batch(progress: list[PipelineProgress], after: list[dict[str, float]], slots: int) -> list[dict[str, float]]:
+#: Spark's own steps of a micro-batch (its query progress ``durationMs``) besides ``addBatch`` (our handler)
+SPARK_STEPS = ("latestOffset", "queryPlanning", "getBatch", "walCommit", "commitOffsets")
+
+
+def per_batch(
+    progress: list[PipelineProgress], after: list[dict[str, float]], slots: int, spark_ms: dict[int, dict[str, int]]
+) -> list[dict[str, float]]:
     """Each batch (but the last: it has no next start) as ms per part and per task step (per slot)."""
     ordered = sorted(zip(progress, after, strict=True), key=lambda pa: pa[0].batch_id)
     out = []
@@ -79,6 +88,10 @@ def per_batch(progress: list[PipelineProgress], after: list[dict[str, float]], s
             "between_batches": batch - d["total"] - writes["progress"] - writes["serving"],
         }
         row.update({f"task.{s}": d.get(s, 0.0) / slots for s in TASK_STEPS})
+        spark = spark_ms.get(p.batch_id, {})
+        row.update({f"spark.{s}": float(spark.get(s, 0)) for s in SPARK_STEPS})
+        # the trigger's time outside our handler: offsets, planning, the offset and commit logs, the rest
+        row["spark.outside_handler"] = float(spark.get("triggerExecution", 0) - spark.get("addBatch", 0))
         row["driver"] = d["windows"] + writes["progress"] + writes["serving"]
         row["windows_written"] = writes.get("windows_written", 0.0)
         out.append(row)
@@ -118,7 +131,7 @@ def one_size(settings: Settings, uri: str, tag: str, size: int, batches: int, pa
     say(f"size {size}: {count} records in {topic} ({partitions} partition(s))")
     report = run_stream(settings, options, until=until, keep_latencies=True)
     cpu = meter["meter"].stop() if "meter" in meter else None
-    rows = per_batch(report.progress, report.after_ms, slots)[1:]  # the first batch is cold
+    rows = per_batch(report.progress, report.after_ms, slots, report.spark_ms)[1:]  # the first batch is cold
     # CPU per batch: batches that started after the meter, the one running then by the share of it metered
     counted = 0.0
     frames = 0.0
@@ -258,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         "s_per_frame": round(slope["batch"] / 1000, 4),
         "fixed_ms_by_part": {k: fixed[k] for k in PARTS},
         "fixed_ms_by_task_step": {k[5:]: fixed[k] for k in keys if k.startswith("task.")},
+        "fixed_ms_by_spark_step": {k[6:]: fixed[k] for k in keys if k.startswith("spark.")},
         "ms_per_frame_by_part": {k: slope[k] for k in PARTS},
         "by_size": by_size,
         "cpu": {"fixed_cpu_s_per_batch": cpu_fixed, "cpu_s_per_frame": cpu_frame},

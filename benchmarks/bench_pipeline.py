@@ -23,6 +23,14 @@ alternate the parties, each round in this order:
    default model is a throughput ratio measured in the same run
    (``baseline_model.ratio`` = the median of pipeline_fps / baseline pipeline_fps).
 
+5. the pipeline at full speed on a Spark standalone cluster on loopback
+   (``ipsp stack spark up``, started for the party and stopped after it): 1 worker
+   x 2 cores, then 2 workers x 1 core, each on the same CPU set, feed and cold
+   shard caches (one per worker), the daemons and executors counted as the
+   pipeline's CPU. ``cluster.<shape>.ratio`` = the median of its pipeline_fps /
+   the single-process pipeline_fps of the same round: the cost of distribution
+   (goal >= 0.9). ``--cluster none`` leaves the party out.
+
 ``efficiency`` = the median over the rounds of pipeline_fps / detector_fps
 (goal >= 0.9); ``seed_style_speedup`` = the median of pipeline_fps /
 seed_style_fps. Each phase records its CPU-seconds per frame and the share of
@@ -338,6 +346,46 @@ def full_speed(settings: Settings, uri: str, tag: str) -> tuple[dict[str, Any], 
     return {**summary, "cpu": cpu}, report
 
 
+CLUSTERS = {"1x2": (1, 2), "2x1": (2, 1)}  # workers x cores each
+
+
+def stop_spark() -> None:
+    """Stop this process's Spark session, so the next one starts on another master."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
+
+
+def on_cluster(settings: Settings, uri: str, tag: str, shape: str) -> dict[str, Any]:
+    """Party 5: ``full_speed`` on a loopback standalone cluster of the given shape, cold shard caches."""
+    import shutil
+
+    from ipsp.localstack import spark as cluster
+    from ipsp.localstack.layout import StackLayout
+
+    workers, cores = CLUSTERS[shape]
+    say(f"cluster {shape}: {workers} worker(s) x {cores} core(s)")
+    stop_spark()
+    status = cluster.up(settings, cluster.ClusterSpec(workers=workers, cores=cores))
+    layout = StackLayout.from_settings(settings)
+    try:
+        for name in cluster.running_workers(layout):
+            shutil.rmtree(layout.spark_shard_cache(name), ignore_errors=True)
+        on = settings.model_copy(
+            update={"spark_master": status.master_url, "spark_cores_max": workers * cores,
+                    "mongo_db": f"{settings.mongo_db}c{shape.replace('x', '_')}"}
+        )  # fmt: skip
+        full, report = full_speed(on, uri, f"{tag}-c{shape}")
+    finally:
+        stop_spark()
+        cluster.down(settings)
+    full["pipeline_fps"] = round(fps_of(report.progress), 3)
+    full["cpu_s_per_frame"] = per_frame(full["cpu"], report.rows)
+    return full
+
+
 def half_load(settings: Settings, uri: str, tag: str, rate: float, seconds: float) -> dict[str, Any]:
     """Phase 3: the producer paced at ``rate`` while the stream runs; per-frame latency."""
     from kafka.admin import KafkaAdminClient, NewTopic
@@ -416,9 +464,14 @@ def per_frame(cpu: dict[str, Any], frames: int, part: str = "pipeline (driver, J
 
 
 def one_round(settings: Settings, uri: str, refs: list[tuple[str, str]], rows: list[tuple[str, str, str]],
-              tag: str, slots: int, spark: Any, seed_cameras: int, baseline: str) -> dict[str, Any]:  # fmt: skip
+              tag: str, slots: int, seed_cameras: int, baseline: str, shapes: list[str]) -> dict[str, Any]:  # fmt: skip
     """One round of every party, in a fixed order; figures of each."""
     from ipsp.localstack import stack
+    from ipsp.sparkutil import build_spark
+    from ipsp.streaming.job import StreamOptions, spark_conf
+
+    # the stream job's own settings (the seed-style job runs on the same master); a cluster party stops it
+    spark = build_spark("ipsp-bench-pipeline", settings, **spark_conf(settings, StreamOptions(topic="-", ui=False)))
 
     pids = stack.pids(settings)
     data = load_frames(settings, refs)
@@ -457,6 +510,10 @@ def one_round(settings: Settings, uri: str, refs: list[tuple[str, str]], rows: l
     base_full, base_report = full_speed(base_settings, uri, tag + "-base")
     base_fps = fps_of(base_report.progress)
     say(f"pipeline with {baseline}: {base_fps:.2f} frames/s -> ratio {pipeline_fps / max(base_fps, 1e-9):.3f}")
+    clusters = {shape: on_cluster(settings, uri, tag, shape) for shape in shapes}
+    for shape, row in clusters.items():
+        row["ratio"] = round(row["pipeline_fps"] / max(pipeline_fps, 1e-9), 3)
+        say(f"cluster {shape}: {row['pipeline_fps']:.2f} frames/s -> ratio {row['ratio']:.3f} to one process")
     return {
         "pipeline_fps": round(pipeline_fps, 3),
         "baseline_pipeline_fps": round(base_fps, 3),
@@ -476,11 +533,13 @@ def one_round(settings: Settings, uri: str, refs: list[tuple[str, str]], rows: l
             "note": "the feed was pre-loaded: latency here is mostly queueing time in Kafka",
             "breakdown": breakdown(report.progress),
         },
+        "cluster": clusters,
         "neighbours_share": {
             "detector_one_process": single["cpu"]["neighbours_share"],
             "detector_per_core": parallel["cpu"]["neighbours_share"],
             "seed_style": seed["cpu"]["neighbours_share"],
             "pipeline": full["cpu"]["neighbours_share"],
+            **{f"cluster {shape}": row["cpu"]["neighbours_share"] for shape, row in clusters.items()},
         },
     }
 
@@ -495,8 +554,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpus", default="all", help="CPU set every party is pinned to: all, or e.g. 0-1")
     parser.add_argument("--half-load-seconds", type=float, default=60.0, help="length of the half-load phase")
     parser.add_argument("--baseline-model", default="centernet", help="model of the baseline pipeline run")
+    parser.add_argument(
+        "--cluster", default="1x2,2x1", help="cluster shapes (workers x cores) to run, or none (default 1x2,2x1)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
     args = parser.parse_args(argv)
+    shapes = [] if args.cluster == "none" else [s.strip() for s in args.cluster.split(",")]
+    if any(shape not in CLUSTERS for shape in shapes):
+        parser.error(f"--cluster: choose from {', '.join(CLUSTERS)} or none")
 
     from ipsp.localstack import stack
 
@@ -511,17 +576,14 @@ def main(argv: list[str] | None = None) -> None:
     uri = prepare_dataset(settings, args.frames, args.cameras)
     rows = frame_rows(settings, uri)
     refs = [(shard, key) for shard, key, _ in rows]
-    from ipsp.sparkutil import build_spark
-    from ipsp.streaming.job import StreamOptions, spark_conf, task_slots
+    from ipsp.streaming.job import task_slots
 
     slots = task_slots(settings.spark_master, len(cpus))
-    # one Spark session for all: the stream job's own settings (the seed-style job runs on the same master)
-    spark = build_spark("ipsp-bench-pipeline", settings, **spark_conf(settings, StreamOptions(topic="-", ui=False)))
     rounds = []
     for number in range(args.runs):
         say(f"round {number + 1} of {args.runs} on CPUs {cpus} (load {os.getloadavg()[0]:.1f})")
         rounds.append(one_round(load_settings(mongo_db=f"{db}_full{number}"), uri, refs, rows, f"{tag}-{number}",
-                                slots, spark, args.seed_cameras, args.baseline_model))  # fmt: skip
+                                slots, args.seed_cameras, args.baseline_model, shapes))  # fmt: skip
 
     def median(key: str) -> float:
         return round(statistics.median(r[key] for r in rounds), 3)
@@ -549,6 +611,18 @@ def main(argv: list[str] | None = None) -> None:
         },
         "efficiency_definition": "pipeline_fps / the faster of one multi-threaded detector process and one "
         "single-thread process per core, same CPU set, model, backend and frames; median of the rounds",
+        "cluster": {
+            shape: {
+                "pipeline_fps": statistics.median(r["cluster"][shape]["pipeline_fps"] for r in rounds),
+                "ratio": statistics.median(r["cluster"][shape]["ratio"] for r in rounds),
+                "ratio_runs": [r["cluster"][shape]["ratio"] for r in rounds],
+                "cpu_s_per_frame": statistics.median(r["cluster"][shape]["cpu_s_per_frame"] for r in rounds),
+                "shard_caches": last["cluster"][shape]["shard_caches"],
+            }
+            for shape in shapes
+        },
+        "cluster_definition": "pipeline_fps on a loopback standalone cluster (workers x cores, same CPU set) / "
+        "the single-process pipeline_fps of the same round; median of the rounds",
         "seed_style_fps": median("seed_style_fps"),
         "seed_style_speedup": median("seed_style_speedup"),
         "seed_style_speedup_runs": [r["seed_style_speedup"] for r in rounds],
@@ -579,7 +653,8 @@ def main(argv: list[str] | None = None) -> None:
     from pymongo import MongoClient
 
     client: Any = MongoClient(settings.mongo_uri.get_secret_value())
-    for name in [*(f"{db}_full{n}{suffix}" for n in range(args.runs) for suffix in ("", "b")), half_settings.mongo_db]:
+    suffixes = ["", "b", *(f"c{shape.replace('x', '_')}" for shape in shapes)]
+    for name in [*(f"{db}_full{n}{suffix}" for n in range(args.runs) for suffix in suffixes), half_settings.mongo_db]:
         client.drop_database(name)
 
 

@@ -115,6 +115,8 @@ class StreamReport:
     #: per batch, kept with the latencies: ms of the driver's writes after ``total`` (progress, serving documents)
     #: and the window documents the batch wrote
     after_ms: list[dict[str, float]] = field(default_factory=list)
+    #: per batch id, kept with the latencies: Spark's own step times (``durationMs`` of its query progress)
+    spark_ms: dict[int, dict[str, int]] = field(default_factory=dict)
 
     def line(self) -> str:
         """One line for the terminal."""
@@ -514,6 +516,8 @@ def run_stream(
         log.info("query %s started (%s); checkpoint %s%s", options.query_name, options.mode, checkpoint,
                  f"; Spark UI {ui}" if ui else "")  # fmt: skip
         wait(query, handler, report, until)
+        if keep_latencies:
+            report.spark_ms = {int(p["batchId"]): dict(p["durationMs"]) for p in query.recentProgress}
         for line in locality.summary_lines(report.caches):
             log.info("%s", line)
     finally:
