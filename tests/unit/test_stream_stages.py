@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
@@ -275,3 +276,16 @@ def test_outcomes_cross_arrow_as_typed_columns_and_come_back_equal() -> None:
     assert (back[0].event_id, back[0].partition, back[0].offset) == (result.id, 2, 7)
     assert back[1].kind == "dead" and back[1].stage == "parse" and back[1].letter_id == "t:2:8"
     assert back[1].record_key == "" and back[1].created_ms == to_ms(NOW)
+
+
+def test_the_class_fields_of_every_shape_are_the_one_class_list() -> None:
+    from ipsp.serving.models import ClassCounts
+    from ipsp.streaming.task.outcome import FrameOutcome
+    from ipsp.streaming.windows import COUNT_FIELDS
+
+    # the per-class fields are written out (for mypy and the API schema), so this keeps them in step
+    assert tuple(f for f in Counts.model_fields if f != "total") == COUNT_FIELDS
+    assert tuple(f for f in ClassCounts.model_fields if f != "total") == COUNT_FIELDS
+    outcome = [f.name for f in dataclasses.fields(FrameOutcome)]
+    assert tuple(f for f in outcome if f in COUNT_FIELDS) == COUNT_FIELDS
+    assert outcome.index("person") - outcome.index("motorbike") == len(COUNT_FIELDS) - 1  # one block, in order
