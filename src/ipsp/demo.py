@@ -125,18 +125,14 @@ def frame_interval(frames: int, cameras: int, window_seconds: int, windows: int 
 
 def choose_feed(home: Path) -> str:
     """``footage`` when the real road clips are here or can be fetched, else ``photos`` (said loudly)."""
-    from ipsp.preprocessing.footage import fetch_footage
+    from ipsp.preprocessing.footage import footage_or_fallback
 
-    try:
-        footage = fetch_footage(home)
-    except UserError as exc:
-        typer.secho(
-            f"\n!!! FALLBACK FEED: real road footage unavailable ({exc}).\n"
-            "!!! The demo runs on the photo-based feed, which does NOT look like road traffic.",
-            fg=typer.colors.RED,
-            bold=True,
-            err=True,
-        )
+    footage = footage_or_fallback(
+        home,
+        "\n!!! FALLBACK FEED: real road footage unavailable ({exc}).\n"
+        "!!! The demo runs on the photo-based feed, which does NOT look like road traffic.",
+    )
+    if footage is None:
         return "photos"
     prov = footage.provenance
     typer.echo(f"    feed: real road footage, {prov['package']} {prov['version']} from {prov['registry']} "

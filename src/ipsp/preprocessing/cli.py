@@ -80,20 +80,15 @@ def _footage_clips(feed: str) -> list[Path] | None:
     if feed == "photos":
         return None
     from ipsp.config import load_settings
-    from ipsp.preprocessing.footage import fetch_footage
+    from ipsp.preprocessing.footage import footage_or_fallback
 
-    try:
-        footage = fetch_footage(Path(load_settings().home))
-    except UserError as exc:
-        if feed == "footage":
-            raise
-        typer.secho(
-            f"FALLBACK FEED: real road footage unavailable ({exc}); writing the photo-based feed instead, "
-            "which does NOT look like road traffic",
-            fg=typer.colors.RED,
-            bold=True,
-            err=True,
-        )
+    footage = footage_or_fallback(
+        Path(load_settings().home),
+        "FALLBACK FEED: real road footage unavailable ({exc}); writing the photo-based feed instead, "
+        "which does NOT look like road traffic",
+        required=feed == "footage",
+    )
+    if footage is None:
         return None
     typer.echo(f"footage: {footage.provenance['package']} {footage.provenance['version']} "
                f"({footage.provenance['registry']}, {footage.provenance['licence']}) in {footage.folder}")  # fmt: skip

@@ -30,6 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import typer
 
 from ipsp.errors import UserError
 
@@ -140,6 +141,22 @@ def fetch_footage(home: Path, url: str = ARCHIVE_URL, timeout: float = 120.0) ->
     found = load_footage(home)
     assert found is not None
     return found
+
+
+def footage_or_fallback(home: Path, fallback: str, *, required: bool = False) -> Footage | None:
+    """The real road footage (fetched on first use), or None after saying ``fallback`` in red on stderr.
+
+    ``{exc}`` in ``fallback`` is filled with why the footage is unavailable. With
+    ``required`` that reason is the error itself: there is no fallback.
+    """
+    try:
+        return fetch_footage(home)
+    except UserError as exc:
+        if required:
+            raise
+        # loud on purpose: the photo feed does not look like road traffic, and numbers from it mislead
+        typer.secho(fallback.format(exc=exc), fg=typer.colors.RED, bold=True, err=True)
+        return None
 
 
 def _extract(archive: Path, folder: Path) -> list[dict[str, object]]:

@@ -55,24 +55,24 @@ def slot_start(hour_start: datetime, key: str) -> datetime:
     return as_utc(hour_start) + timedelta(minutes=int(minutes), seconds=int(seconds))
 
 
+def _steps_before(first: datetime, end: datetime, step: timedelta) -> list[datetime]:
+    """``first``, ``first + step``, ... while before ``end``."""
+    starts: list[datetime] = []
+    cursor = first
+    while cursor < end:
+        starts.append(cursor)
+        cursor += step
+    return starts
+
+
 def hours_between(start: datetime, end: datetime) -> list[datetime]:
     """Starts of the UTC hours that overlap ``[start, end)``."""
-    hours: list[datetime] = []
-    cursor = hour_floor(start)
-    while cursor < end:
-        hours.append(cursor)
-        cursor += HOUR
-    return hours
+    return _steps_before(hour_floor(start), end, HOUR)
 
 
 def days_between(start: datetime, end: datetime) -> list[datetime]:
     """Starts of the UTC days that overlap ``[start, end)``."""
-    days: list[datetime] = []
-    cursor = day_floor(start)
-    while cursor < end:
-        days.append(cursor)
-        cursor += DAY
-    return days
+    return _steps_before(day_floor(start), end, DAY)
 
 
 def camera_hour_ids(cameras: Iterable[str], start: datetime, end: datetime) -> list[str]:

@@ -55,19 +55,8 @@ class UnknownCamera(LookupError):
 
 
 def camera_status(window: Mapping[str, Any], frames: int) -> CameraStatus:
-    """A camera's status row from its latest window document."""
-    row = window_row(window)
-    return CameraStatus(
-        camera_id=row.camera_id,
-        frames=frames,
-        time=row.time,
-        window_end=row.window_end,
-        traffic_status=row.traffic_status,
-        density_mean=row.density_mean,
-        density_max=row.density_max,
-        vehicles_per_frame=row.vehicles_per_frame,
-        **flat_counts(window.get("counts")),
-    )
+    """A camera's status row: the row of its latest window document, but ``frames`` over all its windows."""
+    return CameraStatus(**{**dict(window_row(window)), "frames": frames})
 
 
 # --- frames and windows --------------------------------------------------------------

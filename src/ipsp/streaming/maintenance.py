@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -119,22 +121,24 @@ def rebuild(db: Any, window_seconds: int, status_of: StatusOf) -> dict[str, int]
 # --- retention -------------------------------------------------------------------------------
 
 
+#: what ``prune`` deletes: the collection, the time field its retention reads (indexed), the setting in days
+_RETENTION = (
+    (RESULTS, "event_time", "retention_frames_days"),
+    (WINDOWS, "window_start", "retention_windows_days"),
+    (PROGRESS, "finished_at", "retention_progress_days"),
+    (DEAD_LETTERS, "created_at", "retention_dead_letters_days"),
+)
+
+
 def prune(db: Any, settings: Any, now: datetime | None = None) -> dict[str, int]:
     """Delete what is older than the retention settings; returns documents deleted per collection."""
     now = now or utc_now()
     deleted: dict[str, int] = {}
-    if settings.retention_frames_days > 0:
-        cutoff = now - timedelta(days=settings.retention_frames_days)
-        deleted[RESULTS] = db[RESULTS].delete_many({"event_time": {"$lt": cutoff}}).deleted_count
-    if settings.retention_windows_days > 0:
-        cutoff = now - timedelta(days=settings.retention_windows_days)
-        deleted[WINDOWS] = db[WINDOWS].delete_many({"window_start": {"$lt": cutoff}}).deleted_count
-    if settings.retention_progress_days > 0:
-        cutoff = now - timedelta(days=settings.retention_progress_days)
-        deleted[PROGRESS] = db[PROGRESS].delete_many({"finished_at": {"$lt": cutoff}}).deleted_count
-    if settings.retention_dead_letters_days > 0:
-        cutoff = now - timedelta(days=settings.retention_dead_letters_days)
-        deleted[DEAD_LETTERS] = db[DEAD_LETTERS].delete_many({"created_at": {"$lt": cutoff}}).deleted_count
+    for collection, time_field, setting in _RETENTION:
+        days = getattr(settings, setting)
+        if days > 0:
+            cutoff = now - timedelta(days=days)
+            deleted[collection] = db[collection].delete_many({time_field: {"$lt": cutoff}}).deleted_count
     return deleted
 
 
@@ -151,12 +155,21 @@ def _unavailable(settings: Any, exc: Exception) -> ServiceUnavailable:
     return ServiceUnavailable(f"MongoDB at {redact(settings.mongo_uri.get_secret_value())} failed: {first}")
 
 
-def _database(mongo_uri: str | None, mongo_db: str | None) -> tuple[Any, Any, Any]:
+@contextmanager
+def _database(mongo_uri: str | None, mongo_db: str | None) -> Iterator[tuple[Any, Any]]:
+    """A command's settings and database; a MongoDB failure inside names the server; the client closes after."""
+    from pymongo.errors import PyMongoError
+
     from ipsp.config import load_settings
 
     settings = load_settings(mongo_uri=mongo_uri, mongo_db=mongo_db)
     client = connect(settings.mongo_uri.get_secret_value(), timeout_ms=10_000)
-    return settings, client, client[settings.mongo_db]
+    try:
+        yield settings, client[settings.mongo_db]
+    except PyMongoError as exc:
+        raise _unavailable(settings, exc) from exc
+    finally:
+        client.close()
 
 
 @rollups_app.command("rebuild")
@@ -165,16 +178,9 @@ def rebuild_command(
     mongo_db: str | None = typer.Option(None, help=MONGO_DB_HELP, envvar="IPSP_MONGO_DB", show_envvar=True),
 ) -> None:
     """Recompute every serving document from the stored frames, progress and dead letters."""
-    from pymongo.errors import PyMongoError
-
-    settings, client, db = _database(mongo_uri, mongo_db)
-    try:
+    with _database(mongo_uri, mongo_db) as (settings, db):
         typer.echo(f"rebuilding the serving documents of {settings.mongo_db} (reads every stored frame once) ...")
         written = rebuild(db, settings.window_seconds, status_function(settings.cameras_config))
-    except PyMongoError as exc:
-        raise _unavailable(settings, exc) from exc
-    finally:
-        client.close()
     typer.echo("written: " + ", ".join(f"{name} {count}" for name, count in written.items()))
 
 
@@ -183,15 +189,8 @@ def prune_command(
     mongo_db: str | None = typer.Option(None, help=MONGO_DB_HELP, envvar="IPSP_MONGO_DB", show_envvar=True),
 ) -> None:
     """Delete frames, windows, progress and dead letters past their retention (IPSP_RETENTION_*_DAYS)."""
-    from pymongo.errors import PyMongoError
-
-    settings, client, db = _database(mongo_uri, mongo_db)
-    try:
+    with _database(mongo_uri, mongo_db) as (settings, db):
         deleted = prune(db, settings)
-    except PyMongoError as exc:
-        raise _unavailable(settings, exc) from exc
-    finally:
-        client.close()
     typer.echo(
         "deleted: " + (", ".join(f"{name} {count}" for name, count in deleted.items()) or "nothing (retention off)")
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,11 @@ class TrainConfig:
     nbs: int = 64
     lrf: float = 0.01
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def ultralytics_args(self) -> dict[str, Any]:
+        """The knobs Ultralytics' ``train`` takes under the same names: every field but these four."""
+        own = {"data", "out", "model", "extra"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in own}
 
 
 def quick_config(data: Path, out: Path, epochs: int = 10, imgsz: int = 128, batch: int = 8) -> TrainConfig:
@@ -91,20 +96,9 @@ def train(cfg: TrainConfig) -> Path:
         shutil.rmtree(run_dir)
     yolo.train(
         data=str(cfg.data.resolve()),
-        epochs=cfg.epochs,
-        imgsz=cfg.imgsz,
-        batch=cfg.batch,
-        device=cfg.device,
-        workers=cfg.workers,
-        seed=cfg.seed,
+        **cfg.ultralytics_args(),
         deterministic=True,
-        patience=cfg.patience,
-        amp=cfg.amp,
-        mosaic=cfg.mosaic,
         close_mosaic=min(10, cfg.epochs // 3) if cfg.mosaic else 0,
-        warmup_epochs=cfg.warmup_epochs,
-        nbs=cfg.nbs,
-        lrf=cfg.lrf,
         pretrained=False,
         plots=False,
         val=False,  # validation runs once, on the final weights, in validate()
