@@ -14,12 +14,19 @@ cluster has), and the job keeps each Kafka partition, hence each camera, on one
 executor; so each camera's shards are fetched by exactly one executor, once, and
 each executor fetches only its own cameras' shards. The job's per-cache summary
 says so and the workers' cache folders hold exactly that.
+
+A lost executor (its JVM killed mid-stream) costs the shards of the cameras
+that moved, never a cache refill: every cache fetches each shard at most once,
+since a shard cache lives on its worker's disk and outlives the executor.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import signal
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,13 +35,15 @@ from typing import Any
 import pytest
 
 from ipsp.config import Settings
-from ipsp.localstack import spark
+from ipsp.localstack import procs, spark
 from ipsp.localstack.layout import StackLayout
 from ipsp.storage.shards import ShardReader
+from support.running import finish, process_tree, rows_done, running_stream, wait_for
 from support.streamfeed import (
     Dataset,
     Feed,
     check_all,
+    database,
     ipsp,
     stream_args,
 )
@@ -108,6 +117,50 @@ def test_stream_on_two_workers_processes_every_record_once(
         # each shard fetched once (no refill), and only the shards of the executor's own cameras
         mine = sorted(uri for uri, names in owners.items() if names == [name])
         assert int(caches[folder]["fetched"]) == len(mine), (name, caches[folder].group(0), mine)
+
+
+def test_a_lost_executor_costs_the_cameras_that_moved_not_a_cache_refill(
+    stack_settings: Settings, cluster: spark.ClusterStatus, dataset: Dataset, feed: Feed
+) -> None:
+    env = {**feed.env, "IPSP_SPARK_MASTER": cluster.master_url, "IPSP_SPARK_CORES_MAX": str(WORKERS)}
+    db = database(stack_settings, feed.db)
+    layout = StackLayout.from_settings(stack_settings)
+    shards = {row.shard_uri for row in dataset.rows} | {dataset.bad_shard_uri}
+    log = Path(stack_settings.home) / "test-work" / f"{feed.topic}-executor.log"
+    for name in spark.running_workers(layout):  # cold caches, as a fresh cluster starts
+        shutil.rmtree(layout.spark_shard_cache(name), ignore_errors=True)
+    with running_stream(feed, log, "--trigger-seconds", "1", env=env) as proc:
+        wait_for("a first batch", lambda: rows_done(db) > 0, proc, log, 600)
+
+        def in_flight() -> bool:
+            done = rows_done(db)
+            return db.analysis_results.count_documents({}) > done and done < feed.total // 2
+
+        wait_for("a batch in flight in the first half of the feed", in_flight, proc, log, 300, poll_s=0.05)
+        worker = procs.running(layout.pid_file(spark.worker_name(1)))
+        assert worker is not None
+        executors = [pid for pid, (_, cmd) in process_tree(worker.pid).items() if "CoarseGrainedExecutorBackend" in cmd]
+        assert len(executors) == 1, executors
+        lost_cache = str(layout.spark_shard_cache(spark.worker_name(1)))
+        before = {uri for uri in shards if cached(lost_cache, uri)}  # the lost executor's cameras' shards
+        os.kill(executors[0], signal.SIGKILL)
+        assert rows_done(db) < feed.total, "the kill did not land mid-stream"
+        finish(feed, db, proc, log)
+    text = log.read_text()
+    assert "Lost executor" in text or "ExecutorLostFailure" in text, text[-4000:]
+    check_all(stack_settings, feed, dataset)
+
+    caches = {m["cache"].split(":", 1)[1]: m for m in CACHE_LINE.finditer(text)}
+    held = {folder: {uri for uri in shards if cached(folder, uri)} for folder in caches}
+    twice = set.intersection(*held.values())
+    print(f"after a lost executor: {[m.group(0) for m in caches.values()]}; lost executor's shards {sorted(before)}; "
+          f"held by both caches {sorted(twice)}")  # fmt: skip
+    assert before and set().union(*held.values()) == shards
+    # what the lost executor read may move (its tasks retried elsewhere); the other executor's cameras stay put
+    assert twice <= before, f"shards of cameras that never lost their executor were fetched again: {twice - before}"
+    for folder, m in caches.items():
+        # no refill: a cache fetched each shard it holds once at most (a killed task's fetch goes unreported)
+        assert int(m["fetched"]) <= len(held[folder]), m.group(0)
 
 
 def cached(folder: str, shard_uri: str) -> bool:

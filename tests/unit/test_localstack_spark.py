@@ -52,9 +52,10 @@ def test_master_command_binds_loopback_on_the_planned_ports(settings: Settings, 
 
 def test_worker_command_takes_free_ports_and_offers_the_spec(settings: Settings, tmp_path: Path) -> None:
     spec = spark.ClusterSpec(workers=3, cores=2, memory="1g")
-    cmd = spark.worker_cmd("java", tmp_path, settings, spec, tmp_path / "work")
+    cmd = spark.worker_cmd("java", tmp_path, settings, spec, tmp_path / "work", spark.worker_host(1))
 
     assert spark.WORKER_CLASS in cmd
+    assert option(cmd, "--host") == "127.0.0.3"  # a loopback address of its own: a host, as on a real cluster
     assert option(cmd, "--port") == "0" and option(cmd, "--webui-port") == "0"
     assert (option(cmd, "--cores"), option(cmd, "--memory")) == ("2", "1g")
     assert option(cmd, "--work-dir") == str(tmp_path / "work")
@@ -70,19 +71,28 @@ def fake_spark_home(folder: Path) -> Path:
 def test_worker_environment_points_executors_at_this_venv_and_the_stack(tmp_path: Path) -> None:
     base = {"PATH": "/bin", "PYTHONPATH": "/src"}
     home = fake_spark_home(tmp_path / "pyspark")
-    env = spark.daemon_env(base, home, sys.executable, tmp_path / "local", tmp_path / "cache")
+    env = spark.daemon_env(base, home, sys.executable, tmp_path / "local", tmp_path / "cache", "127.0.0.2")
 
     assert env["SPARK_HOME"] == str(home)
     # Spark's launcher (building the executors' command) needs it without the shell scripts
     assert env["SPARK_SCALA_VERSION"] == "2.13"
     assert env["PYSPARK_PYTHON"] == sys.executable
-    assert env["SPARK_LOCAL_IP"] == "127.0.0.1"
+    assert env["SPARK_LOCAL_IP"] == "127.0.0.2"  # executors bind their worker's address
     assert env["SPARK_LOCAL_DIRS"] == str(tmp_path / "local")
     assert env["IPSP_SHARD_CACHE_DIR"] == str(tmp_path / "cache")  # a shard cache per worker, as per machine
     assert env["PYTHONPATH"] == "/src" and env["PATH"] == "/bin"  # the caller's environment passes through
     master = spark.daemon_env(base, home, sys.executable)
     assert "SPARK_LOCAL_DIRS" not in master and "IPSP_SHARD_CACHE_DIR" not in master  # the master has none
+    assert master["SPARK_LOCAL_IP"] == "127.0.0.1"
     assert base == {"PATH": "/bin", "PYTHONPATH": "/src"}
+
+
+def test_each_worker_has_a_loopback_address_of_its_own() -> None:
+    hosts = [spark.worker_host(i) for i in range(spark.MAX_WORKERS)]
+    assert hosts[:2] == ["127.0.0.2", "127.0.0.3"] and hosts[-1] == "127.0.0.251"
+    assert len(set(hosts)) == spark.MAX_WORKERS and "127.0.0.1" not in hosts  # the master and the stack keep .1
+    with pytest.raises(UserError):
+        spark.worker_host(spark.MAX_WORKERS)
 
 
 def test_workers_have_their_own_folders_under_the_stack(settings: Settings) -> None:

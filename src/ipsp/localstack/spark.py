@@ -47,6 +47,7 @@ DAEMON_JVM = ["-Xms64m", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=
 # the master's REST submission server would take a third fixed port (6066); jobs reach the master over RPC
 MASTER_JVM = ["-Dspark.master.rest.enabled=false"]
 START_TIMEOUT_S = 120.0
+MAX_WORKERS = 250  # worker i listens on 127.0.0.(i + 2)
 MEMORY = re.compile(r"^[1-9]\d*[mMgG]$")
 
 
@@ -118,11 +119,28 @@ def master_cmd(java: str, home: Path, settings: Settings) -> list[str]:
     )  # fmt: skip
 
 
-def worker_cmd(java: str, home: Path, settings: Settings, spec: ClusterSpec, work_dir: Path) -> list[str]:
-    """One worker on loopback; port 0 for RPC and UI: Spark binds free ports and tells the master."""
+def worker_host(index: int) -> str:
+    """Worker ``index``'s own loopback address (127.0.0.2, .3, ...: all of 127.0.0.0/8 is loopback on Linux).
+
+    Each worker is then a host of its own, as each machine of a real cluster is.
+    It matters for locality: the Kafka source orders the executors by host to
+    give each topic-partition its preferred executor, so an executor that
+    replaces a lost one takes its place, and its cameras and shard cache stay.
+    On one shared address a replacement sorted by its new id could swap every
+    partition to the other executor, refilling both caches.
+    """
+    if not 0 <= index < MAX_WORKERS:
+        raise UserError(f"a local cluster has at most {MAX_WORKERS} workers")
+    return f"127.0.0.{index + 2}"
+
+
+def worker_cmd(
+    java: str, home: Path, settings: Settings, spec: ClusterSpec, work_dir: Path, host: str = LOOPBACK
+) -> list[str]:
+    """One worker on a loopback address; port 0 for RPC and UI: Spark binds free ports and tells the master."""
     return java_cmd(
         java, DAEMON_JVM, home / "jars", WORKER_CLASS,
-        "--host", LOOPBACK,
+        "--host", host,
         "--port", "0",
         "--webui-port", "0",
         "--cores", str(spec.cores),
@@ -142,7 +160,12 @@ def scala_version(home: Path) -> str:
 
 
 def daemon_env(
-    base: Mapping[str, str], home: Path, python: str, local_dir: Path | None = None, shard_cache: Path | None = None
+    base: Mapping[str, str],
+    home: Path,
+    python: str,
+    local_dir: Path | None = None,
+    shard_cache: Path | None = None,
+    host: str = LOOPBACK,
 ) -> dict[str, str]:
     """The environment of a master or worker (a worker passes it on to the executors it launches)."""
     env = dict(base)
@@ -152,8 +175,8 @@ def daemon_env(
             # asks for the Scala version first, which only its shell scripts (or a source build) supply
             "SPARK_HOME": str(home),
             "SPARK_SCALA_VERSION": scala_version(home),
-            # executors bind and advertise loopback, like everything in the stack
-            "SPARK_LOCAL_IP": LOOPBACK,
+            # executors bind and advertise their worker's loopback address, like everything in the stack
+            "SPARK_LOCAL_IP": host,
             # a job that names no interpreter still runs its Python tasks in this venv
             "PYSPARK_PYTHON": python,
         }
@@ -259,9 +282,9 @@ def _ensure_workers(
     layout: StackLayout, settings: Settings, spec: ClusterSpec, java: str, home: Path, say: Say
 ) -> list[str]:
     """Run exactly workers 0..N-1 with this spec: extra or differently started ones are stopped."""
+    hosts = {worker_name(i): worker_host(i) for i in range(spec.workers)}
     wanted = {
-        worker_name(i): worker_cmd(java, home, settings, spec, layout.spark_work_dir(worker_name(i)))
-        for i in range(spec.workers)
+        name: worker_cmd(java, home, settings, spec, layout.spark_work_dir(name), host) for name, host in hosts.items()
     }
     for name in running_workers(layout):
         record = procs.read_pid_file(layout.pid_file(name))
@@ -273,8 +296,9 @@ def _ensure_workers(
             layout.spark_work_dir(name).mkdir(parents=True, exist_ok=True)
             layout.spark_local_dir(name).mkdir(parents=True, exist_ok=True)
             env = daemon_env(
-                os.environ, home, sys.executable, layout.spark_local_dir(name), layout.spark_shard_cache(name)
-            )
+                os.environ, home, sys.executable, layout.spark_local_dir(name), layout.spark_shard_cache(name),
+                hosts[name],
+            )  # fmt: skip
             _start(name, cmd, env, layout, say)
     return list(wanted)
 
