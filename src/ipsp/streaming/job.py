@@ -84,7 +84,7 @@ class StreamOptions:
     trigger_seconds: float = 2.0
     max_offsets_per_trigger: int = 0  # 0: batch_seconds of measured work
     batch_seconds: float = 8.0  # work per micro-batch when max_offsets_per_trigger is derived
-    task_rows: int = 0  # Kafka records per Spark task at most; 0: one task per slot (repartitioned)
+    task_rows: int = 0  # Kafka records per Spark task at most; 0: even_tasks decides
     retry_seconds: float = DEFAULT_RETRY_SECONDS
     ui: bool = True
 
