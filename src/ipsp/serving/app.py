@@ -34,7 +34,7 @@ from ipsp.config import Settings, get_settings
 from ipsp.contracts import DEAD_LETTER_STAGES, RECORD_KEY_PATTERN
 from ipsp.mongo import DEAD_LETTERS, PROGRESS, SERVING_APPNAME, connect
 from ipsp.serving import queries
-from ipsp.serving.metrics import ApiMetrics
+from ipsp.serving.metrics import ApiMetrics, MetricsMiddleware
 from ipsp.serving.models import (
     BatchRow,
     CameraClassMix,
@@ -123,7 +123,7 @@ def create_app(
     )
     app.state.serving = state
     _add_error_handlers(app)
-    app.middleware("http")(state.metrics.middleware)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     origins = [origin.strip() for origin in settings.api_cors_origins.split(",") if origin.strip()]
     if origins:  # closed by default: no CORS headers at all unless origins are configured
         app.add_middleware(
