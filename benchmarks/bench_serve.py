@@ -43,6 +43,7 @@ import httpx
 
 from ipsp import mongo
 from ipsp.config import load_settings
+from ipsp.serving.cli import KEEP_ALIVE_S
 from support.dashboards import grafana_values, infinity_queries, load_dashboards, resolve_request  # tests/support
 from support.serving import ApiServer, open_sink, write_through_sink  # tests/support (run via make: PYTHONPATH=tests)
 
@@ -179,8 +180,9 @@ def run_viewers(
                 panel.errors += 1
 
     def viewer(number: int) -> None:
-        # idle connections expire before uvicorn's 5 s keep-alive closes them (no reuse of a closing socket)
-        limits = httpx.Limits(max_connections=len(items), keepalive_expiry=2.0)
+        # idle connections are reused from one refresh to the next, as Grafana reuses them (it keeps them 90 s),
+        # and dropped well before `ipsp serve` closes them (KEEP_ALIVE_S): no request goes out on a closing socket
+        limits = httpx.Limits(max_connections=len(items), keepalive_expiry=KEEP_ALIVE_S / 2)
         with httpx.Client(base_url=url, timeout=60.0, limits=limits) as client:
             if refresh_s <= 0:
                 turn = number
