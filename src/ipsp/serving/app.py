@@ -13,11 +13,11 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -28,13 +28,14 @@ from pydantic import TypeAdapter
 from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, PyMongoError
+from starlette.concurrency import run_in_threadpool
 
 from ipsp import __version__
 from ipsp.config import Settings, get_settings
 from ipsp.contracts import DEAD_LETTER_STAGES, RECORD_KEY_PATTERN
 from ipsp.mongo import DEAD_LETTERS, PROGRESS, SERVING_APPNAME, connect
 from ipsp.serving import queries
-from ipsp.serving.metrics import ApiMetrics
+from ipsp.serving.metrics import ApiMetrics, MetricsMiddleware
 from ipsp.serving.models import (
     BatchRow,
     CameraClassMix,
@@ -51,9 +52,10 @@ from ipsp.serving.models import (
     WindowRow,
 )
 from ipsp.serving.params import BadParameter, TimeRange, parse_cameras, parse_duration, parse_range
-from ipsp.serving.reader import HOURS_UP_TO, ServingReader, round_range, rounding_for
+from ipsp.serving.reader import CAMERAS_KEY, HOURS_UP_TO, ServingReader, round_range, rounding_for
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FROM_HELP = "Range start: epoch milliseconds (Grafana ${__from}) or RFC 3339 with a zone. Default: to - 24h."
 TO_HELP = "Range end (exclusive): epoch milliseconds (Grafana ${__to}) or RFC 3339 with a zone. Default: now."
@@ -123,7 +125,7 @@ def create_app(
     )
     app.state.serving = state
     _add_error_handlers(app)
-    app.middleware("http")(state.metrics.middleware)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     origins = [origin.strip() for origin in settings.api_cors_origins.split(",") if origin.strip()]
     if origins:  # closed by default: no CORS headers at all unless origins are configured
         app.add_middleware(
@@ -201,7 +203,8 @@ def _add_ops_routes(app: FastAPI, state: ApiState) -> None:
 def _auth_dependency(token: str) -> Any:
     bearer = HTTPBearer(auto_error=False, description="Set when the API runs with IPSP_API_TOKEN.")
 
-    def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    # async: a string comparison needs no worker thread (sync dependencies each cost a hop to one)
+    async def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         if not token:
             return
         given = credentials.credentials if credentials is not None else ""
@@ -242,6 +245,21 @@ def _send(body: bytes) -> Response:
     return Response(content=body, media_type="application/json")
 
 
+async def _at_hand(value: T | None, fetch: Callable[[], T]) -> T:
+    """``value`` when the cache held it, else ``fetch()`` in a worker thread (it may wait on MongoDB).
+
+    The data routes are async so that a cached answer costs no hop to a worker thread
+    and back (each hop costs about as much as the rest of such a request); only a
+    cache miss or a stale state, which may read MongoDB, leaves the event loop.
+    """
+    return value if value is not None else await run_in_threadpool(fetch)
+
+
+async def _known(reader: ServingReader) -> dict[str, dict[str, Any]]:
+    """Every camera's serving document by id (from the cache when at hand)."""
+    return await _at_hand(reader.ready(CAMERAS_KEY), reader.cameras)
+
+
 @dataclass(frozen=True)
 class WindowQuery:
     """A window route's cameras, range and bucket: checked once, the range widened to whole steps."""
@@ -263,40 +281,42 @@ def _window_queries(state: ApiState, window_seconds: int) -> tuple[Any, Any, Any
     def rows_width(span: TimeRange) -> timedelta:
         return timedelta(seconds=window_seconds) if span.span <= HOURS_UP_TO else timedelta(hours=1)
 
-    def finish(span: TimeRange, cameras: list[str], bucket: str | None) -> WindowQuery:
+    async def finish(span: TimeRange, cameras: list[str], bucket: str | None) -> WindowQuery:
         width = parse_duration(bucket) if bucket else None
         if width is not None:
             queries.check_buckets(span, width)
-        names = tuple(_require(state, cameras))  # the parameters are checked before MongoDB is asked
+        # the parameters are checked before MongoDB is asked
+        names = tuple(_require(await _known(state.reader), cameras))
         span = round_range(span, rounding_for(span, max(width or timedelta(0), rows_width(span))))
         return WindowQuery(names, span, width, rows_width(span))
 
-    def asked(
+    # async, like every dependency here: parsing needs no worker thread (see _at_hand)
+    async def asked(
         from_: str | None = Query(None, alias="from", description=FROM_HELP, json_schema_extra=TIME_FORMAT),
         to: str | None = Query(None, description=TO_HELP, json_schema_extra=TIME_FORMAT),
         camera: list[str] = Query([], description=CAMERA_HELP, json_schema_extra=CAMERAS_FORMAT),
     ) -> tuple[TimeRange, list[str]]:
         return parse_range(from_, to), parse_cameras(camera)
 
-    def plain(range_cameras: tuple[TimeRange, list[str]] = Depends(asked)) -> WindowQuery:
-        return finish(*range_cameras, None)
+    async def plain(range_cameras: tuple[TimeRange, list[str]] = Depends(asked)) -> WindowQuery:
+        return await finish(*range_cameras, None)
 
-    def merged(
+    async def merged(
         range_cameras: tuple[TimeRange, list[str]] = Depends(asked),
         bucket: str | None = Query(None, description=MERGE_HELP, json_schema_extra=DURATION_FORMAT),
     ) -> WindowQuery:
-        return finish(*range_cameras, bucket)
+        return await finish(*range_cameras, bucket)
 
-    def heat(
+    async def heat(
         range_cameras: tuple[TimeRange, list[str]] = Depends(asked),
         bucket: str = Query("5m", description=BUCKET_HELP, json_schema_extra=DURATION_FORMAT),
     ) -> WindowQuery:
-        return finish(*range_cameras, bucket)
+        return await finish(*range_cameras, bucket)
 
     return plain, merged, heat
 
 
-def _minute_range(
+async def _minute_range(
     from_: str | None = Query(None, alias="from", description=FROM_HELP, json_schema_extra=TIME_FORMAT),
     to: str | None = Query(None, description=TO_HELP, json_schema_extra=TIME_FORMAT),
 ) -> TimeRange:
@@ -310,8 +330,8 @@ def _api_router(state: ApiState, token: str, window_seconds: int) -> APIRouter:
     reader = state.reader
     plain, merged, heat = _window_queries(state, window_seconds)
 
-    def answer(key: tuple[Any, ...], build: Callable[[], bytes]) -> Response:
-        return _send(reader.cached(key, build))
+    async def answer(key: Hashable, build: Callable[[], bytes]) -> Response:
+        return _send(await _at_hand(reader.ready(key), lambda: reader.cached(key, build)))
 
     def by_hour(q: WindowQuery) -> bool:
         # window rows come from camera-hours, each hour's partial kept (see ServingReader.hourly)
@@ -344,20 +364,24 @@ def _api_router(state: ApiState, token: str, window_seconds: int) -> APIRouter:
         return _json([queries.window_row(doc) for doc in rows], list[WindowRow])
 
     @router.get("/cameras", response_model=list[CameraStatus], tags=["cameras"])
-    def cameras(camera: list[str] = Query([], description=CAMERA_HELP, json_schema_extra=CAMERAS_FORMAT)) -> Any:
+    async def cameras(
+        camera: list[str] = Query([], description=CAMERA_HELP, json_schema_extra=CAMERAS_FORMAT),
+    ) -> Any:
         """Cameras (all, or those named) with frame counts and the status of their latest window."""
-        names = _require(state, parse_cameras(camera))
+        asked = parse_cameras(camera)
+        names = _require(await _known(reader), asked)
 
         def build() -> bytes:
             docs = reader.cameras()
             return _json([queries.camera_status_of(docs[name]) for name in names if name in docs], list[CameraStatus])
 
-        return answer(("cameras", tuple(names)), build)
+        return await answer(("cameras", tuple(names)), build)
 
     @router.get("/cameras/{camera_id}", response_model=CameraStatus, tags=["cameras"])
     def camera(camera_id: str) -> Any:
         """One camera's status (its latest window); 404 for an unknown camera."""
-        name = _one_camera(state, camera_id)
+        asked = _one_camera(camera_id)  # checked before MongoDB is asked
+        name = _require(reader.cameras(), asked)[0]
         return _send(_json(queries.camera_status_of(reader.cameras()[name]), CameraStatus))
 
     @router.get("/cameras/{camera_id}/frames", response_model=list[FrameRow], tags=["cameras"])
@@ -377,29 +401,31 @@ def _api_router(state: ApiState, token: str, window_seconds: int) -> APIRouter:
     ) -> Any:
         """A page of one camera's frames in the range, keyed by time; header X-Next-After when more follow."""
         span = parse_range(from_, to)
-        name = _one_camera(state, camera_id)
+        asked = _one_camera(camera_id)
+        name = _require(reader.cameras(), asked)[0]
         rows, more = queries.frames_page(state.db, name, span, limit, after, order == "desc", include_detections)
         if more and rows:
             response.headers["X-Next-After"] = queries.page_key(rows[-1])
         return rows
 
     @router.get("/cameras/{camera_id}/windows", response_model=list[WindowRow], tags=["windows"])
-    def camera_windows(
+    async def camera_windows(
         camera_id: str,
         from_: str | None = Query(None, alias="from", description=FROM_HELP, json_schema_extra=TIME_FORMAT),
         to: str | None = Query(None, description=TO_HELP, json_schema_extra=TIME_FORMAT),
     ) -> Any:
         """One camera's windows in the range with counts per class (hour rows for ranges over 36 h)."""
-        q = plain((parse_range(from_, to), [_one_camera(state, camera_id)]))
-        return answer(q.key("windows"), lambda: window_rows(q))
+        span, asked = parse_range(from_, to), _one_camera(camera_id)
+        q = await plain((span, _require(await _known(reader), asked)))
+        return await answer(q.key("windows"), lambda: window_rows(q))
 
     @router.get("/windows", response_model=list[WindowRow], tags=["windows"])
-    def windows(q: WindowQuery = Depends(merged)) -> Any:
+    async def windows(q: WindowQuery = Depends(merged)) -> Any:
         """Windows of the cameras in the range (one row per camera and window, or per bucket; hour rows over 36 h)."""
-        return answer(q.key("windows"), lambda: window_rows(q))
+        return await answer(q.key("windows"), lambda: window_rows(q))
 
     @router.get("/heatmap", response_model=list[HeatCell], tags=["windows"])
-    def heatmap(q: WindowQuery = Depends(heat)) -> Any:
+    async def heatmap(q: WindowQuery = Depends(heat)) -> Any:
         """Density heatmap: one row per camera and time bucket that holds windows."""
         assert q.width is not None
         width = q.width
@@ -410,49 +436,49 @@ def _api_router(state: ApiState, token: str, window_seconds: int) -> APIRouter:
                 return _json(queries.heat_cells_of(queries.add_heat(parts)), list[HeatCell])
             return _json(queries.heat_cells(rows_for(q), width), list[HeatCell])
 
-        return answer(q.key("heatmap"), build)
+        return await answer(q.key("heatmap"), build)
 
     @router.get("/class-mix", response_model=list[ClassShare], tags=["windows"])
-    def class_mix(q: WindowQuery = Depends(plain)) -> Any:
+    async def class_mix(q: WindowQuery = Depends(plain)) -> Any:
         """Objects per traffic class over the range, with shares (every class listed)."""
-        return answer(q.key("class-mix"), lambda: _json(queries.class_mix_from(sums_for(q)), list[ClassShare]))
+        return await answer(q.key("class-mix"), lambda: _json(queries.class_mix_from(sums_for(q)), list[ClassShare]))
 
     @router.get("/class-mix/cameras", response_model=list[CameraClassMix], tags=["windows"])
-    def class_mix_cameras(q: WindowQuery = Depends(plain)) -> Any:
+    async def class_mix_cameras(q: WindowQuery = Depends(plain)) -> Any:
         """Objects per traffic class for each camera over the range."""
-        return answer(
+        return await answer(
             q.key("class-mix-cameras"),
             lambda: _json(queries.class_mix_by_camera_from(sums_for(q)), list[CameraClassMix]),
         )
 
     @router.get("/pipeline/health", response_model=list[PipelineHealth], tags=["pipeline"])
-    def pipeline_health(span: TimeRange = Depends(_minute_range)) -> Any:
+    async def pipeline_health(span: TimeRange = Depends(_minute_range)) -> Any:
         """Streaming job over the range: batches, rows, throughput, latency, dead letters (one row)."""
-        return answer(
+        return await answer(
             ("pipeline-health", span.start, span.end),
             lambda: _json([queries.health_of(reader.batch_rows(span))], list[PipelineHealth]),
         )
 
     @router.get("/pipeline/batches", response_model=list[BatchRow], tags=["pipeline"])
-    def pipeline_batches(
+    async def pipeline_batches(
         span: TimeRange = Depends(_minute_range),
         limit: int = Query(500, ge=1, le=queries.MAX_LIST_ROWS, description="Latest batches to return."),
     ) -> Any:
         """The latest micro-batches that finished in the range (oldest first): rates and latency."""
-        return answer(
+        return await answer(
             ("pipeline-batches", span.start, span.end, limit),
             lambda: _json([queries.batch_row(doc) for doc in reader.batch_rows(span)[-limit:]], list[BatchRow]),
         )
 
     @router.get("/dead-letters", response_model=list[DeadLetterRow], tags=["pipeline"])
-    def dead_letters(
+    async def dead_letters(
         span: TimeRange = Depends(_minute_range),
         limit: int = Query(100, ge=1, le=queries.MAX_LIST_ROWS, description="Latest dead letters to return."),
         stage: list[str] = Query([], description="Only these stages (repeated or comma-separated)."),
     ) -> Any:
         """The latest dead letters created in the range, newest first (up to 20 listed per micro-batch)."""
         stages = _stages(stage)
-        return answer(
+        return await answer(
             ("dead-letters", span.start, span.end, limit, tuple(sorted(stages))),
             lambda: _json(
                 queries.latest_dead_letters(reader.batch_rows(span), span, limit, stages), list[DeadLetterRow]
@@ -460,15 +486,15 @@ def _api_router(state: ApiState, token: str, window_seconds: int) -> APIRouter:
         )
 
     @router.get("/dead-letters/stages", response_model=list[StageCount], tags=["pipeline"])
-    def dead_letter_stages(span: TimeRange = Depends(_minute_range)) -> Any:
+    async def dead_letter_stages(span: TimeRange = Depends(_minute_range)) -> Any:
         """Dead letters per pipeline stage over the range (every stage listed), from the batches' figures."""
-        return answer(
+        return await answer(
             ("dead-letter-stages", span.start, span.end),
             lambda: _json(queries.stages_of(reader.batch_rows(span)), list[StageCount]),
         )
 
     @router.get("/summary", response_model=Summary, tags=["ops"])
-    def summary() -> Any:
+    async def summary() -> Any:
         """What the database holds: frames and cameras in windows, time extent, batches."""
 
         def build() -> bytes:
@@ -476,14 +502,13 @@ def _api_router(state: ApiState, token: str, window_seconds: int) -> APIRouter:
             letters = state.db[DEAD_LETTERS].estimated_document_count()
             return _json(queries.summary_of(reader.cameras(), reader.first_window_start(), batches, letters), Summary)
 
-        return answer(("summary",), build)
+        return await answer(("summary",), build)
 
     return router
 
 
-def _require(state: ApiState, names: list[str]) -> list[str]:
-    """The cameras asked for (all known ones when none), or UnknownCamera naming the missing ones."""
-    known = state.reader.cameras()
+def _require(known: dict[str, dict[str, Any]], names: list[str]) -> list[str]:
+    """The cameras asked for (all ``known`` ones when none), or UnknownCamera naming the missing ones."""
     if not names:
         return sorted(known)
     missing = [name for name in names if name not in known]
@@ -493,11 +518,12 @@ def _require(state: ApiState, names: list[str]) -> list[str]:
     return names
 
 
-def _one_camera(state: ApiState, camera_id: str) -> str:
+def _one_camera(camera_id: str) -> list[str]:
+    """The one camera a path names, as a list for :func:`_require` (not yet checked against the known ones)."""
     names = parse_cameras([camera_id])
     if len(names) != 1:
         raise BadParameter(f"camera {camera_id!r} must name exactly one camera")
-    return _require(state, names)[0]
+    return names
 
 
 def _stages(values: list[str]) -> list[str]:

@@ -9,11 +9,10 @@ raw paths, so a scan of random URLs cannot blow up the label set.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: request latency buckets in seconds (loopback answers in ms; FerretDB scans can take a second)
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -47,21 +46,40 @@ class ApiMetrics:
         """The registry in Prometheus text exposition format."""
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        """Count and time every request under its route template."""
+
+class MetricsMiddleware:
+    """Count and time every HTTP request under its route template.
+
+    A plain ASGI middleware, not ``BaseHTTPMiddleware``: that one runs each request
+    in a task group with memory streams, which cost more than a cached answer itself.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
         status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, send_status)
         finally:
-            route = route_template(request)
-            self.latency.labels(route).observe(time.perf_counter() - started)
-            self.requests.labels(route, request.method, str(status)).inc()
+            route = route_template(scope)
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
 
 
-def route_template(request: Request) -> str:
+def route_template(scope: Scope) -> str:
     """The path template of the route that answered (routing records it in the scope), or ``unmatched``."""
-    route = request.scope.get("route")
+    route = scope.get("route")
     return str(getattr(route, "path", None) or "unmatched")

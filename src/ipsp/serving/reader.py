@@ -41,6 +41,8 @@ T = TypeVar("T")
 HOURS_UP_TO = timedelta(hours=36)
 #: most camera-hour or camera-day documents one request may read
 MAX_DOCUMENTS = 5_000
+#: the cache key of :meth:`ServingReader.cameras`
+CAMERAS_KEY = ("cameras",)
 
 
 class ServingReader:
@@ -80,8 +82,7 @@ class ServingReader:
     def state(self) -> dict[str, Any] | None:
         """The serving state document (cached ``state_ttl_s``); a new batch clears both caches."""
         with self._lock:
-            fresh = self._state_at is not None and self._clock() - self._state_at <= self.state_ttl_s
-            if fresh:
+            if self._fresh():
                 return self._state
         doc = self.db[mongo.STATE].find_one({"_id": rollups.STATE_ID})
         token = f"{doc['last_batch']}@{doc['written_at'].isoformat()}" if doc else ""
@@ -92,6 +93,10 @@ class ServingReader:
                 self._token = token
             self._state, self._state_at = doc, self._clock()
             return doc
+
+    def _fresh(self) -> bool:
+        """Whether the state read last is young enough to answer from (call with the lock held)."""
+        return self._state_at is not None and self._clock() - self._state_at <= self.state_ttl_s
 
     def _forget(self, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
         """Drop the cached documents a new batch may have changed (all of them unless it is the next one).
@@ -140,6 +145,23 @@ class ServingReader:
                 entry.done = True
             return entry.value  # type: ignore[no-any-return]
 
+    def ready(self, key: Hashable) -> Any | None:
+        """The answer :meth:`cached` would give for ``key`` if it needs no I/O (state fresh, answer made), else None.
+
+        Lets the async routes serve a cached answer on the event loop, without a hop
+        to a worker thread; everything else goes through :meth:`cached` in a thread.
+        Never blocks: the lock is only ever held for dictionary operations.
+        """
+        with self._lock:
+            if not self._fresh():
+                return None
+            full_key = (self._token, key)
+            entry = self._answers.get(full_key)
+            if entry is None or not entry.done:
+                return None
+            self._answers.move_to_end(full_key)
+            return entry.value
+
     def documents(self, collection: str, ids: list[str]) -> list[dict[str, Any]]:
         """The documents with these ``_id`` values that exist, in ``ids`` order (one lookup each, cached)."""
         with self._lock:
@@ -186,7 +208,7 @@ class ServingReader:
         def load() -> dict[str, dict[str, Any]]:
             return {str(doc["_id"]): doc for doc in self.db[mongo.CAMERAS].find({})}
 
-        return self.cached(("cameras",), load)
+        return self.cached(CAMERAS_KEY, load)
 
     def window_rows(self, cameras: list[str], span: TimeRange) -> list[dict[str, Any]]:
         """Window rows of the cameras starting in the range; hour rows for ranges over :data:`HOURS_UP_TO`."""
