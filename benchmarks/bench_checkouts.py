@@ -25,6 +25,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -84,29 +85,24 @@ def one_run(settings: Settings, uri: str, label: str, folder: Path, number: int)
 
 
 def metered_stream(settings: Settings, folder: Path, env: dict[str, str], label: str, *args: str) -> dict[str, Any]:
-    """Run ``ipsp stream`` and its CPU: the process tree sampled while it runs (its JVM and Python
-    workers are not all reaped by it, so their time would not reach this process's children's total)."""
+    """Run ``ipsp stream`` and meter its CPU, sampling the process tree while it runs.
+
+    Its JVM does not reap every Python worker, so their time never reaches this
+    process's children's total: the meter's samples keep it.
+    """
     from ipsp.localstack import stack
 
     meter = CpuMeter(stack.pids(settings))
-    proc = subprocess.Popen([sys.executable, "-m", "ipsp.cli", "stream", *args], cwd=folder, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    seen: dict[int, float] = {}
-    while proc.poll() is None:
-        for pid in CpuMeter._tree(proc.pid):
-            seen[pid] = max(seen.get(pid, 0.0), meter._proc(pid))
-        time.sleep(0.5)
-    out = proc.stdout.read() if proc.stdout else ""
-    if proc.returncode != 0:
-        sys.exit(f"{label}: ipsp stream failed:\n{out[-4000:]}")
-    cpu = meter.stop()
-    # the stream's tree as sampled, in place of this process's (which only saw what was reaped)
-    stream_s = sum(seen.values()) / meter.tick
-    other = cpu["cpu_s"]["machine"] - stream_s - sum(v for k, v in cpu["cpu_s"].items() if k.startswith("stack "))
-    cpu["cpu_s"]["pipeline (driver, JVM, Python workers)"] = round(stream_s, 1)
-    cpu["cpu_s"]["other processes"] = round(max(other, 0.0), 1)
-    cpu["neighbours_share"] = round(max(other, 0.0) / max(cpu["cpu_s"]["machine"], 1e-3), 3)
-    return cpu
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a long log never blocks the job
+        proc = subprocess.Popen([sys.executable, "-m", "ipsp.cli", "stream", *args], cwd=folder, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        while proc.poll() is None:
+            meter.sample()
+            time.sleep(0.5)
+        if proc.returncode != 0:
+            log.seek(0)
+            sys.exit(f"{label}: ipsp stream failed:\n{log.read()[-4000:]}")
+    return meter.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -243,6 +243,7 @@ class CpuMeter:
         self.stack = {name: pid for name, pid in stack_pids.items() if pid}
         self.tick = os.sysconf("SC_CLK_TCK")
         self.start = self._snapshot()
+        self.peak: dict[int, float] = {}  # per pid, the most CPU seen by sample()
         self.started = time.monotonic()
 
     @staticmethod
@@ -287,12 +288,18 @@ class CpuMeter:
             "stack": {name: self._proc(pid) for name, pid in self.stack.items()},
         }
 
+    def sample(self) -> None:
+        """Note the tree's CPU now: a descendant that ends unreaped (a JVM's Python workers) still counts."""
+        for pid in self._tree(os.getpid()):
+            self.peak[pid] = max(self.peak.get(pid, 0.0), self._proc(pid))
+
     def stop(self) -> dict[str, Any]:
         """CPU seconds per part since the meter started, and the wall time."""
         end = self._snapshot()
         wall = time.monotonic() - self.started
         machine = (end["machine"] - self.start["machine"]) / self.tick
-        tree = sum(v - self.start["tree"].get(pid, 0.0) for pid, v in end["tree"].items()) / self.tick
+        seen = {pid: max(end["tree"].get(pid, 0.0), self.peak.get(pid, 0.0)) for pid in {*end["tree"], *self.peak}}
+        tree = sum(v - self.start["tree"].get(pid, 0.0) for pid, v in seen.items()) / self.tick
         stack = {k: (end["stack"][k] - self.start["stack"][k]) / self.tick for k in self.stack}
         other = machine - tree - sum(stack.values())
         return {
