@@ -381,8 +381,8 @@ def _api_router(state: ApiState, token: str, window_seconds: int) -> APIRouter:
     def camera(camera_id: str) -> Any:
         """One camera's status (its latest window); 404 for an unknown camera."""
         asked = _one_camera(camera_id)  # checked before MongoDB is asked
-        name = _require(reader.cameras(), asked)[0]
-        return _send(_json(queries.camera_status_of(reader.cameras()[name]), CameraStatus))
+        docs = reader.cameras()
+        return _send(_json(queries.camera_status_of(docs[_require(docs, asked)[0]]), CameraStatus))
 
     @router.get("/cameras/{camera_id}/frames", response_model=list[FrameRow], tags=["cameras"])
     def frames(
