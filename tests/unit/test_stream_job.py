@@ -170,24 +170,13 @@ def test_an_object_store_outage_is_waited_out_then_raised(monkeypatch: pytest.Mo
 
 
 @pytest.mark.parametrize(
-    ("master", "partitions", "slots", "tasks"),
-    [
-        ("local[2]", 1, 2, 2),  # one partition halved
-        ("local[2]", 4, 2, 8),  # about two tasks per partition
-        ("local[4]", 5, 4, 12),  # a multiple of the slots
-        ("local[1]", 4, 1, 0),  # one slot: the partitions as they are
-        ("spark://127.0.0.1:7077", 4, 2, 0),
-        ("k8s://h", 1, 8, 0),
-    ],
+    ("master", "spread"), [("local[2]", True), ("local", True), ("spark://127.0.0.1:7077", False), ("k8s://h", False)]
 )
-def test_one_process_splits_batches_into_even_tasks_a_cluster_keeps_partitions(
-    master: str, partitions: int, slots: int, tasks: int
-) -> None:
-    from ipsp.streaming.job import even_tasks
+def test_only_one_process_spreads_batches_round_robin(master: str, spread: bool) -> None:
+    from ipsp.streaming.job import round_robin
 
     # on a cluster the Kafka partitions (keyed by camera) keep their executors, so a camera's shards stay on one
-    assert even_tasks(master, partitions, slots) == tasks
-    assert tasks == 0 or (tasks % slots == 0 and tasks >= max(partitions, slots))
+    assert round_robin(master) is spread
 
 
 def test_shard_fetches_are_folded_per_cache() -> None:

@@ -54,7 +54,7 @@ def stream(
         "--task-rows",
         min=0,
         help="Kafka records per Spark task at most; partitions are split to get there "
-        "(0: on local[N] about even tasks, a multiple of the slots; on a cluster one per partition).",
+        "(0: on local[N] one per slot, round-robin; on a cluster one per partition).",
     ),
     mongo_db: str | None = typer.Option(
         None, "--mongo-db", envvar="IPSP_MONGO_DB", help="MongoDB database (default: traffic_db)."

@@ -15,10 +15,9 @@ killed Python worker (``spark.task.maxFailures`` = 4), or a resend of the same
 events therefore leaves the same documents, and a restart resumes from the
 first uncommitted batch.
 
-On ``local[N]`` the Kafka source splits each micro-batch's partitions into
-about even tasks, a multiple of the slots (``minPartitions``, see
-:func:`even_tasks`: Kafka partitions are uneven, and one process shares one
-shard cache, so splitting costs nothing). On a cluster the batch keeps its
+On ``local[N]`` each micro-batch is spread over one task per slot (a
+round-robin repartition: Kafka partitions are uneven, and one process shares
+one shard cache, so spreading costs nothing). On a cluster the batch keeps its
 Kafka partitions as tasks: the Kafka source gives each topic-partition one
 preferred executor (the same in every batch while the executors stay), and the
 topic is keyed by camera, so a camera's frames, and the fetches of its shards,
@@ -37,7 +36,6 @@ epoch (``<checkpoint>/ipsp/epoch``) names the progress documents.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import signal
@@ -84,7 +82,7 @@ class StreamOptions:
     trigger_seconds: float = 2.0
     max_offsets_per_trigger: int = 0  # 0: batch_seconds of measured work
     batch_seconds: float = 8.0  # work per micro-batch when max_offsets_per_trigger is derived
-    task_rows: int = 0  # Kafka records per Spark task at most; 0: even_tasks decides
+    task_rows: int = 0  # Kafka records per Spark task at most; 0: a task per slot (local[N]) or partition
     retry_seconds: float = DEFAULT_RETRY_SECONDS
     ui: bool = True
 
@@ -175,6 +173,7 @@ class BatchSink:
         states: StateStore,
         report: StreamReport,
         run_name: str = "",
+        slots: int = 1,
     ) -> None:
         self.settings = settings
         self.options = options
@@ -191,6 +190,9 @@ class BatchSink:
         self.last_batch: int | None = None
         self.previous_start: datetime | None = None
         self.run_name = run_name or f"{settings.mongo_db}/{options.query_name}/-"
+        self.slots = 1 if options.task_rows else slots  # --task-rows: split Kafka partitions instead
+        #: round-robin only in one process; a cluster keeps each Kafka partition (cameras) on its executor
+        self.round_robin = round_robin(settings.spark_master)
 
     def __call__(self, df: Any, batch_id: int) -> None:
         with self.lock:
@@ -216,7 +218,7 @@ class BatchSink:
         replayed = self.last_batch is None
         ctx = JobContext(self.settings, self.model_ref, self.model, batch_id, self.options.retry_seconds, replayed)
         table = (
-            df.select("value", "topic", "partition", "offset")
+            self.shaped(df.select("value", "topic", "partition", "offset"))
             .mapInArrow(partition_function(ctx), schema_ddl())
             .toArrow()
         )
@@ -271,6 +273,21 @@ class BatchSink:
         self._log(progress, stages, changes, tasks, len(windows))
         if shards:
             log.info("batch %d shards: %s", batch_id, locality.batch_line(shards))
+
+    def shaped(self, df: Any) -> Any:
+        """The batch's records as tasks: one per slot on ``local[N]``, the Kafka partitions on a cluster.
+
+        In one process the round-robin evens out uneven Kafka partitions and all
+        tasks share one shard cache. Its shuffle stage costs about 0.3 s on a
+        1-record batch, but the Kafka source's own split (``minPartitions``, tried
+        instead) made the Python tasks wait on their Kafka reads and ran the
+        backlog 0.81-0.86x as fast (``bench_checkouts.py``). On a cluster it would send every camera to
+        every executor, each then fetching every camera's shards; the Kafka
+        partitions keep their preferred executors, so a camera stays on one.
+        """
+        if self.slots <= 1 or not self.round_robin:
+            return df
+        return df.repartition(self.slots)
 
     def update_windows(self, batch_id: int, written: list[FrameOutcome], now: datetime) -> BatchWindows:
         """Fold the batch's events into their windows (read and written by ``_id``), then close windows.
@@ -426,22 +443,9 @@ def cluster_conf(settings: Settings) -> dict[str, str]:
 TASK_MAX_FAILURES = 4
 
 
-def even_tasks(master: str, partitions: int, slots: int) -> int:
-    """Kafka ``minPartitions`` on a local master: each batch split into about even tasks; 0 on a cluster.
-
-    Once ``minPartitions`` exceeds the topic's partitions the source splits each
-    partition's offset range in proportion to its size, so about two tasks per
-    partition (a multiple of the slots, at least one task per slot) keep every
-    slot busy to the batch's end without a shuffle. (A round-robin repartition did
-    this before: its shuffle stage cost 0.4-0.5 s per batch, measured by
-    ``bench-batch``.) On a cluster each Kafka partition stays one task on its
-    preferred executor, so a camera's shards stay on one executor.
-    """
-    if not master.strip().startswith("local") or slots <= 1:
-        return 0
-    if partitions < slots:
-        return slots
-    return slots * math.ceil(2 * partitions / slots)
+def round_robin(master: str) -> bool:
+    """Whether batches are spread round-robin over the slots: only on a local master (one process)."""
+    return master.strip().startswith("local")
 
 
 def with_local_retries(master: str) -> str:
@@ -468,7 +472,7 @@ def run_stream(
     """
     checkpoint = checkpoint_location(settings, options)
     model_ref, model = load_model(settings)
-    partitions = check_topic(settings, options.topic)
+    check_topic(settings, options.topic)
     sink = open_sink(settings, options.retry_seconds)
     states = StateStore(checkpoint, settings)
     run_name = f"{settings.mongo_db}/{options.query_name}/{states.epoch()}"
@@ -483,7 +487,7 @@ def run_stream(
     log.info("run %s; %d slot(s), %.0f ms per frame and slot measured at warm-up -> %d records per batch at most%s",
              run_name, slots, frame_s * 1000, max_offsets,
              "" if options.max_offsets_per_trigger else f" (~{options.batch_seconds:g}s of work)")  # fmt: skip
-    handler = BatchSink(settings, options, model_ref, model, sink, states, report, run_name)
+    handler = BatchSink(settings, options, model_ref, model, sink, states, report, run_name, slots)
     source = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
@@ -494,8 +498,6 @@ def run_stream(
     if options.task_rows:
         # explicit task size: Kafka partitions are split into tasks of at most task_rows records
         source = source.option("maxRecordsPerPartition", str(options.task_rows))
-    elif tasks := even_tasks(settings.spark_master, partitions, slots):
-        source = source.option("minPartitions", str(tasks))
     writer = (
         source.load()
         .writeStream.queryName(options.query_name)
