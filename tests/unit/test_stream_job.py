@@ -121,6 +121,20 @@ def test_on_a_cluster_the_job_waits_for_the_cores_it_takes(master: str, cores: i
     assert {k: conf[k] for k in keys if k in conf} == expected
 
 
+@pytest.mark.parametrize(
+    ("checkpoint", "rename_based"),
+    [("file:///srv/ipsp/checkpoints/q", True), ("s3://bucket/checkpoints/q", False), ("", False)],
+)
+def test_a_local_checkpoint_is_written_by_the_file_system_based_manager(checkpoint: str, rename_based: bool) -> None:
+    from ipsp.streaming.job import spark_conf
+
+    conf = spark_conf(Settings(), StreamOptions(topic="t"), checkpoint)  # type: ignore[call-arg]
+    manager = conf.get("spark.sql.streaming.checkpointFileManagerClass", "")
+    assert manager.endswith(".FileSystemBasedCheckpointFileManager") is rename_based
+    # the raw local file system only for file:// paths; S3 keeps its own
+    assert ("spark.hadoop.fs.file.impl" in conf) is rename_based
+
+
 @pytest.mark.parametrize("content", [None, b"this is not an ONNX model"])
 def test_a_model_that_does_not_load_fails_before_anything_is_read(tmp_path: Path, content: bytes | None) -> None:
     from ipsp.errors import UserError
