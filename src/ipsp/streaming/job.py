@@ -278,12 +278,13 @@ class BatchSink:
         """The batch's records as tasks: one per slot on ``local[N]``, the Kafka partitions on a cluster.
 
         In one process the round-robin evens out uneven Kafka partitions and all
-        tasks share one shard cache. Its shuffle stage costs about 0.3 s on a
+        tasks share one shard cache. Its shuffle stage costs 0.1-0.35 s on a
         1-record batch, but the Kafka source's own split (``minPartitions``, tried
         instead) made the Python tasks wait on their Kafka reads and ran the
-        backlog 0.81-0.86x as fast (``bench_checkouts.py``). On a cluster it would send every camera to
-        every executor, each then fetching every camera's shards; the Kafka
-        partitions keep their preferred executors, so a camera stays on one.
+        backlog 0.81-0.86x as fast (``bench_checkouts.py``). On a cluster the
+        round-robin would send every camera to every executor, each then fetching
+        every camera's shards; the Kafka partitions keep their preferred
+        executors, so a camera stays on one.
         """
         if self.slots <= 1 or not self.round_robin:
             return df
