@@ -28,8 +28,8 @@ def load_model(settings: Settings) -> tuple[str, ModelRef]:
     return ref, ModelRef(name=info.name, version=info.version, sha256=info.sha256)
 
 
-def check_topic(settings: Settings, topic: str) -> int:
-    """The topic's partition count; a clear error when Kafka is down or the topic is missing."""
+def check_topic(settings: Settings, topic: str) -> None:
+    """A clear error when Kafka is down or the topic is missing."""
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
@@ -44,7 +44,6 @@ def check_topic(settings: Settings, topic: str) -> int:
         consumer.close()
     if not partitions:
         raise UserError(f"topic {topic!r} does not exist on {settings.kafka_bootstrap}: produce to it first")
-    return len(partitions)
 
 
 def open_sink(settings: Settings, retry_seconds: float) -> MongoSink:
