@@ -289,3 +289,23 @@ def test_the_class_fields_of_every_shape_are_the_one_class_list() -> None:
     outcome = [f.name for f in dataclasses.fields(FrameOutcome)]
     assert tuple(f for f in outcome if f in COUNT_FIELDS) == COUNT_FIELDS
     assert outcome.index("person") - outcome.index("motorbike") == len(COUNT_FIELDS) - 1  # one block, in order
+
+
+def test_a_worker_freezes_its_long_lived_objects_once() -> None:
+    import gc
+
+    from ipsp.streaming import resources
+
+    gc.unfreeze()
+    resources._FROZEN.clear()
+    try:
+        resources.freeze_long_lived()
+        frozen = gc.get_freeze_count()
+        assert frozen > 0  # the loaded modules' objects are out of the collector's walk
+        task_objects = [[i] for i in range(1000)]
+        resources.freeze_long_lived()  # a later task freezes nothing more: its objects stay collectable
+        assert gc.get_freeze_count() == frozen
+        del task_objects
+    finally:
+        gc.unfreeze()
+        resources._FROZEN.clear()

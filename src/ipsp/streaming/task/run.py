@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 from ipsp.config import Settings
 from ipsp.contracts import ModelRef, utc_now
-from ipsp.streaming.resources import attempt_number, get_cameras, get_detector, get_reader, get_sink
+from ipsp.streaming.resources import (
+    attempt_number,
+    freeze_long_lived,
+    get_cameras,
+    get_detector,
+    get_reader,
+    get_sink,
+)
 from ipsp.streaming.task.analyze import Analyzed, analyze
 from ipsp.streaming.task.fetch import Ready, prepare_batches
 from ipsp.streaming.task.outcome import FrameOutcome, TaskReport, to_record_batch
@@ -107,6 +114,7 @@ def partition_function(ctx: JobContext) -> Callable[[Iterator[Any]], Iterator[An
         reader = get_reader(ctx.settings)
         sink = get_sink(ctx.settings, ctx.retry_seconds)
         cameras = get_cameras(ctx.settings)
+        freeze_long_lived()
         before = (len(reader.stats.downloaded), reader.stats.downloaded_bytes, reader.stats.hits)
         outcomes, report = run_task(rows, ctx, detector, reader, sink, cameras)
         account_cache(report, reader, before)
@@ -162,6 +170,7 @@ def warm_up_function(ctx: JobContext) -> Callable[[Iterator[Any]], Iterator[Any]
         frame_s = (time.perf_counter() - started) / len(frames)
         get_reader(ctx.settings)
         get_sink(ctx.settings, ctx.retry_seconds)
+        freeze_long_lived()
         schema = pa.schema([pa.field("pid", pa.int64()), pa.field("frame_s", pa.float64())])
         yield pa.RecordBatch.from_pylist([{"pid": os.getpid(), "frame_s": frame_s}], schema=schema)
 
