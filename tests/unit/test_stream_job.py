@@ -135,6 +135,19 @@ def test_a_local_checkpoint_is_written_by_the_file_system_based_manager(checkpoi
     assert ("spark.hadoop.fs.file.impl" in conf) is rename_based
 
 
+@pytest.mark.parametrize("task_rows", [0, 50])
+def test_the_kafka_source_reads_its_topic_without_the_brokers_long_poll(task_rows: int) -> None:
+    from ipsp.streaming.job import kafka_source_options
+
+    options = StreamOptions(topic="frames", task_rows=task_rows)  # type: ignore[call-arg]
+    source = kafka_source_options(Settings(kafka_bootstrap="127.0.0.1:9092"), options, 40)  # type: ignore[call-arg]
+    assert source["subscribe"] == "frames" and source["maxOffsetsPerTrigger"] == "40"
+    assert source["kafka.bootstrap.servers"] == "127.0.0.1:9092"
+    # Kafka's 500 ms default held every task at the tail of a live topic for its read-ahead fetch
+    assert int(source["kafka.fetch.max.wait.ms"]) <= 50
+    assert source.get("maxRecordsPerPartition") == (str(task_rows) if task_rows else None)
+
+
 @pytest.mark.parametrize("content", [None, b"this is not an ONNX model"])
 def test_a_model_that_does_not_load_fails_before_anything_is_read(tmp_path: Path, content: bytes | None) -> None:
     from ipsp.errors import UserError
