@@ -297,7 +297,7 @@ def test_a_worker_freezes_its_long_lived_objects_once() -> None:
     from ipsp.streaming import resources
 
     gc.unfreeze()
-    resources._FROZEN.clear()
+    resources._frozen = False
     try:
         resources.freeze_long_lived()
         frozen = gc.get_freeze_count()
@@ -308,4 +308,4 @@ def test_a_worker_freezes_its_long_lived_objects_once() -> None:
         del task_objects
     finally:
         gc.unfreeze()
-        resources._FROZEN.clear()
+        resources._frozen = False

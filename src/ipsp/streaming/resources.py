@@ -29,7 +29,7 @@ _DETECTORS: dict[tuple[str, str, int, int], Detector] = {}
 _READERS: dict[str, ShardReader] = {}
 _SINKS: dict[tuple[str, str, int], MongoSink] = {}
 _CAMERAS: dict[str, CamerasConfig] = {}
-_FROZEN = threading.Event()
+_frozen = False  # the long-lived objects are out of the GC walk (guarded by _LOCK)
 
 
 def task_cores(settings: Settings) -> int:
@@ -61,6 +61,7 @@ def pin_threads(threads: int) -> None:
 
 def get_detector(ctx: JobContext) -> Detector:
     """The worker's detector for this model (loaded on first use, then reused)."""
+    global _frozen
     threads = task_cores(ctx.settings)
     key = (ctx.model_ref, ctx.settings.input_size, threads, ctx.settings.batch_size)
     with _LOCK:
@@ -81,9 +82,9 @@ def get_detector(ctx: JobContext) -> Detector:
                      time.perf_counter() - started, threads)  # fmt: skip
             _DETECTORS.clear()  # one model per worker: a new model replaces the old one
             _DETECTORS[key] = detector
-            if _FROZEN.is_set():  # let the old model's objects be collected; the next task freezes again
+            if _frozen:  # let the old model's objects be collected; the next task freezes again
                 gc.unfreeze()
-                _FROZEN.clear()
+                _frozen = False
         return detector
 
 
@@ -138,11 +139,12 @@ def freeze_long_lived() -> None:
     later collection, which then walks only what the tasks allocated. Called once
     the resources exist; a no-op after that until a new model is loaded.
     """
+    global _frozen
     with _LOCK:
-        if not _FROZEN.is_set():
+        if not _frozen:
             gc.collect()  # garbage first: what is frozen is never collected
             gc.freeze()
-            _FROZEN.set()
+            _frozen = True
 
 
 def attempt_number() -> int:
