@@ -32,8 +32,7 @@ alternate the parties, each round in this order:
    (goal >= 0.9). ``ratio_after_first_batch`` compares the two rates after each
    run's first batch, which holds what a fresh executor pays once (its JVM
    compiling the query's code, its first Kafka and S3 connections): start-up
-   apart from distribution. ``--cluster none`` leaves
-   the party out.
+   apart from distribution. ``--cluster none`` leaves the party out.
 
 ``efficiency`` = the median over the rounds of pipeline_fps / detector_fps
 (goal >= 0.9), and ``efficiency_after_first_batch`` the same after each run's
@@ -355,7 +354,7 @@ def full_speed(settings: Settings, uri: str, tag: str) -> tuple[dict[str, Any], 
     say(f"CPU during the stream: {cpu}")
     summary = {"topic": topic, "rows": report.rows, "results": report.results, "dead_letters": report.dead_letters}
     # shards fetched from the store (cache misses) and bytes held, per shard cache (one per machine)
-    summary["shard_caches"] = locality.as_json(report.caches)
+    summary["shard_caches"] = locality.as_json(report.caches, Path(settings.home))
     return {**summary, "cpu": cpu}, report
 
 

@@ -231,3 +231,6 @@ def test_shard_fetches_are_folded_per_cache() -> None:
     assert figures == {"tasks": 1, "shards_fetched": 1, "fetched_bytes": 10, "hits": 0, "cache_bytes": 10,
                        "cameras_fetched": ["cam_02"]}  # fmt: skip
     assert lines[1].endswith("cameras fetched: cam_02") and "b:/c fetched 1 (0.0 MB)" in locality.batch_line(totals)
+    # a results file names the caches without the machine's paths
+    named = locality.as_json({"w:/srv/ipsp/stack/cache-0": totals["a:/c"], "b:/c": totals["b:/c"]}, Path("/srv/ipsp"))
+    assert set(named) == {"w:stack/cache-0", "b:/c"}

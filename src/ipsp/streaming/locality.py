@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ipsp.streaming.task.outcome import TaskReport
 
@@ -73,9 +74,17 @@ def summary_lines(uses: dict[str, CacheUse]) -> list[str]:
     ]
 
 
-def as_json(uses: dict[str, CacheUse]) -> dict[str, dict[str, object]]:
-    """The figures per cache as plain JSON (the benchmark's results)."""
-    return {cache: figures(use) for cache, use in sorted(uses.items())}
+def as_json(uses: dict[str, CacheUse], home: Path | None = None) -> dict[str, dict[str, object]]:
+    """The figures per cache as plain JSON (the benchmark's results), named as :func:`public_name` says."""
+    return {public_name(cache, home): figures(use) for cache, use in sorted(uses.items())}
+
+
+def public_name(cache: str, home: Path | None) -> str:
+    """A cache's name with its folder relative to ``home`` when under it: a results file holds no machine path."""
+    host, _, folder = cache.partition(":")
+    if home is not None and Path(folder).is_relative_to(home.resolve()):
+        return f"{host}:{Path(folder).relative_to(home.resolve())}"
+    return cache
 
 
 def figures(use: CacheUse) -> dict[str, object]:
