@@ -13,10 +13,10 @@ FRAMES ?= 600
 PREREQS := 1_infrastructure/local/prereqs.sh
 # labelled frames for `make train` (YOLO format); the default is the hand-labelled camera beside the checkout
 DATA ?= ../shared/data/vn-traffic-cam01/data.yaml
-# bench-produce and bench-serve reuse tests/support (test-only helpers), as pytest does with pythonpath = ["tests"]
+# bench-produce, bench-serve and bench-rescale reuse tests/support (test-only helpers), as pytest does
 
 .PHONY: help prereqs-demo prereqs-test setup setup-dev fetch up down status demo test lint unit integration bench \
-        k8s-up k8s-down dashboards train bench-pack bench-produce bench-detect bench-fidelity bench-pipeline bench-batch bench-serve bench-soak capacity clean
+        k8s-up k8s-down dashboards train bench-pack bench-produce bench-detect bench-fidelity bench-pipeline bench-batch bench-rescale bench-serve bench-soak capacity clean
 
 help: ## list targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -80,7 +80,7 @@ train: setup-dev ## fine-tune the traffic detector on DATA (YOLO data.yaml), reg
 	$(IPSP) train --data $(DATA) --name traffic
 	$(IPSP) model promote traffic
 
-bench: bench-detect bench-fidelity bench-pack bench-produce bench-pipeline bench-batch bench-serve ## all benchmarks
+bench: bench-detect bench-fidelity bench-pack bench-produce bench-pipeline bench-batch bench-rescale bench-serve ## all benchmarks
 
 bench-detect: setup-dev ## detector frames/s per backend and batch size
 	$(BIN)/python benchmarks/bench_detect.py
@@ -99,6 +99,9 @@ bench-pipeline: setup-dev up ## end-to-end efficiency vs the best detector-only 
 
 bench-batch: setup-dev up ## fixed cost per micro-batch: the stream job at 1, 10 and 100 records per batch, by step
 	$(BIN)/python benchmarks/bench_batch_cost.py
+
+bench-rescale: setup-dev up ## shard fetches when an executor joins or leaves a running stream (loopback cluster)
+	PYTHONPATH=tests $(BIN)/python benchmarks/bench_rescale.py
 
 capacity: setup ## what 1,000 cameras at 1 frame/s need, from the benchmarks' results (CAMERAS=, FPS=)
 	$(IPSP) capacity --cameras $(or $(CAMERAS),1000) --fps $(or $(FPS),1)

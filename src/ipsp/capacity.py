@@ -133,7 +133,8 @@ def needs(m: Measured, load: Load) -> Needs:
     gpus = math.ceil(rate / (m.gpu_frames_per_s * load.utilisation)) if m.gpu_frames_per_s > 0 else 0
     batch_s = m.spark_fixed_s + driver + (batch * m.slot_s_per_frame / cores if cores else math.inf)
     kafka_mb_s = rate * m.message_bytes / 1e6
-    partitions = max(executors, math.ceil(kafka_mb_s / load.partition_mb_s), 1)
+    # a batch runs one single-thread task per Kafka partition: a core without a partition idles
+    partitions = max(cores, math.ceil(kafka_mb_s / load.partition_mb_s), 1)
     # a camera's current shard and the next one stay cached; shards are per camera
     per_executor_cameras = math.ceil(load.cameras / max(executors, 1))
     shard_gets = rate / m.frames_per_shard

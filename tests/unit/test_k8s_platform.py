@@ -146,13 +146,14 @@ def test_dev_overlay_fits_a_two_cpu_four_gib_node(rendered: dict[str, list[Manif
 def test_stream_executors_scale_dynamically_up_to_the_partitions(
     rendered: dict[str, list[Manifest]], overlay: str
 ) -> None:
-    """Dynamic allocation is on, between 1..max executors, max <= the topic's partitions."""
+    """Dynamic allocation is on, between 1..max executors, whose cores have a partition each (a task per batch)."""
     resources = rendered[overlay]
     params = find(resources, "ConfigMap", "ipsp-params")["data"]
     driver = find(resources, "Deployment", "ipsp-stream")["spec"]["template"]["spec"]["containers"][0]
     env = env_of(driver)
     low, high = int(env["EXECUTOR_MIN_INSTANCES"]), int(env["EXECUTOR_MAX_INSTANCES"])
-    assert 1 <= low <= high <= int(params["IPSP_KAFKA_PARTITIONS"])
+    assert 1 <= low <= high
+    assert high * int(env["EXECUTOR_CORES"]) <= int(params["IPSP_KAFKA_PARTITIONS"]), "cores with no task"
     args = env["PYSPARK_SUBMIT_ARGS"]
     for conf in (
         "spark.dynamicAllocation.enabled=true",
@@ -164,6 +165,14 @@ def test_stream_executors_scale_dynamically_up_to_the_partitions(
     assert "spark.executor.instances" not in args, "a fixed count would override the allocation"
 
 
+def test_prod_starts_every_stream_executor_at_once(rendered: dict[str, list[Manifest]]) -> None:
+    """A change of executor count moves most cameras (and their shards) to another executor: prod never climbs."""
+    for overlay in ("prod", "prod-gpu"):
+        driver = find(rendered[overlay], "Deployment", "ipsp-stream")["spec"]["template"]["spec"]["containers"][0]
+        env = env_of(driver)
+        assert env["EXECUTOR_MIN_INSTANCES"] == env["EXECUTOR_MAX_INSTANCES"], overlay
+
+
 def test_spark_application_scales_dynamically_up_to_the_partitions(rendered: dict[str, list[Manifest]]) -> None:
     """The operator's stream job has the same dynamic allocation and bound as the Deployment."""
     resources = rendered["spark-operator"]
@@ -172,7 +181,8 @@ def test_spark_application_scales_dynamically_up_to_the_partitions(rendered: dic
     assert conf["spark.dynamicAllocation.enabled"] == "true"
     assert conf["spark.dynamicAllocation.shuffleTracking.enabled"] == "true"
     low, high = int(conf["spark.dynamicAllocation.minExecutors"]), int(conf["spark.dynamicAllocation.maxExecutors"])
-    assert 1 <= low <= high <= partitions
+    cores = int(find(resources, "SparkApplication", "ipsp-stream")["spec"]["executor"]["cores"])
+    assert 1 <= low <= high and high * cores <= partitions
     # Spark would run the executors as the driver's account, which the pod policy refuses
     assert conf["spark.kubernetes.authenticate.executor.serviceAccountName"] == "default"
 

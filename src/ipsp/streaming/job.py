@@ -117,6 +117,8 @@ class StreamReport:
     after_ms: list[dict[str, float]] = field(default_factory=list)
     #: per batch id, kept with the latencies: Spark's own step times (``durationMs`` of its query progress)
     spark_ms: dict[int, dict[str, int]] = field(default_factory=dict)
+    #: per batch, kept with the latencies: what each shard cache did in that batch alone
+    batch_caches: list[dict[str, locality.CacheUse]] = field(default_factory=list)
 
     def line(self) -> str:
         """One line for the terminal."""
@@ -270,6 +272,7 @@ class BatchSink:
             self.report.after_ms.append(
                 {"progress": (t3 - t2) * 1000, "serving": (t4 - t3) * 1000, "windows_written": float(len(windows))}
             )
+            self.report.batch_caches.append(shards)
         self._log(progress, stages, changes, tasks, len(windows))
         if shards:
             log.info("batch %d shards: %s", batch_id, locality.batch_line(shards))
