@@ -13,7 +13,7 @@ FRAMES ?= 600
 PREREQS := 1_infrastructure/local/prereqs.sh
 # labelled frames for `make train` (YOLO format); the default is the hand-labelled camera beside the checkout
 DATA ?= ../shared/data/vn-traffic-cam01/data.yaml
-# bench-produce, bench-serve and bench-rescale reuse tests/support (test-only helpers), as pytest does
+# bench-produce and bench-serve reuse tests/support (test-only helpers), as pytest does with pythonpath = ["tests"]
 
 .PHONY: help prereqs-demo prereqs-test setup setup-dev fetch up down status demo test lint unit integration bench \
         k8s-up k8s-down dashboards train bench-pack bench-produce bench-detect bench-fidelity bench-pipeline bench-batch bench-rescale bench-serve bench-soak capacity clean
@@ -101,7 +101,7 @@ bench-batch: setup-dev up ## fixed cost per micro-batch: the stream job at 1, 10
 	$(BIN)/python benchmarks/bench_batch_cost.py
 
 bench-rescale: setup-dev up ## shard fetches when an executor joins or leaves a running stream (loopback cluster)
-	PYTHONPATH=tests $(BIN)/python benchmarks/bench_rescale.py
+	$(BIN)/python benchmarks/bench_rescale.py
 
 capacity: setup ## what 1,000 cameras at 1 frame/s need, from the benchmarks' results (CAMERAS=, FPS=)
 	$(IPSP) capacity --cameras $(or $(CAMERAS),1000) --fps $(or $(FPS),1)
