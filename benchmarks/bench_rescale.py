@@ -144,7 +144,7 @@ class Rescale:
         self.settings = settings
         self.workers = workers
         self.phase_batches = phase_batches
-        self.new_cache = f":{new_cache}"
+        self.new_cache = new_cache
         self.left_at: datetime | None = None
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -155,7 +155,7 @@ class Rescale:
         if self.thread is None and report.batches >= self.phase_batches:
             self.thread = threading.Thread(target=self._join, daemon=True)
             self.thread.start()
-        with_new = sum(1 for uses in list(report.batch_caches) if any(c.endswith(self.new_cache) for c in uses))
+        with_new = sum(1 for uses in list(report.batch_caches) if any(is_cache_of(c, self.new_cache) for c in uses))
         if self.left_at is None and with_new >= self.phase_batches:
             self._leave()
         return False  # available-now ends the query when the topic is drained
@@ -211,9 +211,14 @@ def first_batch_running_at(progress: Sequence[PipelineProgress], moment: datetim
     return next((i for i, p in enumerate(progress) if p.finished_at > moment), len(progress))
 
 
+def is_cache_of(cache: str, folder: Path) -> bool:
+    """Whether a reported cache name (``<host>:<folder>``) is the cache in ``folder``."""
+    return cache.endswith(f":{folder}")
+
+
 def cache_of(batches: Sequence[dict[str, CacheUse]], folder: Path) -> str:
-    """The name a worker's cache reports under (``<host>:<folder>``), or "" when it ran no task."""
-    names = {cache for uses in batches for cache in uses if cache.endswith(f":{folder}")}
+    """The name a worker's cache reports under, or "" when it ran no task."""
+    names = {cache for uses in batches for cache in uses if is_cache_of(cache, folder)}
     return names.pop() if names else ""
 
 

@@ -82,8 +82,9 @@ def as_json(uses: dict[str, CacheUse], home: Path | None = None) -> dict[str, di
 def public_name(cache: str, home: Path | None) -> str:
     """A cache's name with its folder relative to ``home`` when under it: a results file holds no machine path."""
     host, _, folder = cache.partition(":")
-    if home is not None and Path(folder).is_relative_to(home.resolve()):
-        return f"{host}:{Path(folder).relative_to(home.resolve())}"
+    root = home.resolve() if home is not None else None
+    if root is not None and Path(folder).is_relative_to(root):
+        return f"{host}:{Path(folder).relative_to(root)}"
     return cache
 
 
