@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
 
     from ipsp.localstack import stack
-    from ipsp.streaming.job import task_slots
+    from ipsp.streaming.master import task_slots
 
     if not stack.status(load_settings()).all_up:
         sys.exit("the local stack is not up: run `make up` (or `ipsp stack up`) first")

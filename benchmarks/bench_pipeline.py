@@ -592,7 +592,7 @@ def main(argv: list[str] | None = None) -> None:
     uri = prepare_dataset(settings, args.frames, args.cameras)
     rows = frame_rows(settings, uri)
     refs = [(shard, key) for shard, key, _ in rows]
-    from ipsp.streaming.job import task_slots
+    from ipsp.streaming.master import task_slots
 
     slots = task_slots(settings.spark_master, len(cpus))
     rounds = []

@@ -89,7 +89,7 @@ def test_failure_message_names_the_cause_and_how_to_resume() -> None:
 
 
 def test_micro_batches_are_sized_in_seconds_of_measured_work() -> None:
-    from ipsp.streaming.job import offsets_for
+    from ipsp.streaming.master import offsets_for
 
     assert offsets_for(8.0, 2, 0.1) == 160  # 2 slots x 10 frames/s x 8 s
     assert offsets_for(8.0, 2, 100.0) == 2  # never fewer than one record per slot
@@ -101,7 +101,8 @@ def test_micro_batches_are_sized_in_seconds_of_measured_work() -> None:
      ("spark://h:7077", "spark://h:7077")],
 )  # fmt: skip
 def test_a_local_master_retries_failed_tasks(master: str, expected: str) -> None:
-    from ipsp.streaming.job import spark_conf, with_local_retries
+    from ipsp.streaming.job import spark_conf
+    from ipsp.streaming.master import with_local_retries
 
     assert with_local_retries(master) == expected
     conf = spark_conf(Settings(spark_master=master), StreamOptions(topic="t"))  # type: ignore[call-arg]
@@ -168,7 +169,7 @@ def test_a_model_that_does_not_load_fails_before_anything_is_read(tmp_path: Path
     [("local[2]", 4, 2), ("local[3,2]", 4, 3), ("local", 4, 1), ("spark://host:7077", 16, 16)],
 )
 def test_task_slots(master: str, parallelism: int, slots: int) -> None:
-    from ipsp.streaming.job import task_slots
+    from ipsp.streaming.master import task_slots
 
     assert task_slots(master, parallelism) == slots
 
@@ -200,7 +201,7 @@ def test_an_object_store_outage_is_waited_out_then_raised(monkeypatch: pytest.Mo
     ("master", "spread"), [("local[2]", True), ("local", True), ("spark://127.0.0.1:7077", False), ("k8s://h", False)]
 )
 def test_only_one_process_spreads_batches_round_robin(master: str, spread: bool) -> None:
-    from ipsp.streaming.job import round_robin
+    from ipsp.streaming.master import round_robin
 
     # on a cluster the Kafka partitions (keyed by camera) keep their executors, so a camera's shards stay on one
     assert round_robin(master) is spread

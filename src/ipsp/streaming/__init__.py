@@ -8,5 +8,7 @@
 - :mod:`ipsp.streaming.sinks`: MongoDB writes (the serving documents: :mod:`ipsp.rollups.write`);
 - :mod:`ipsp.streaming.job`: the query and its ``foreachBatch``; :mod:`ipsp.streaming.preflight`
   its start-up checks; :mod:`ipsp.streaming.control` stopping it and describing failures;
+  :mod:`ipsp.streaming.master` the settings and task slots each kind of master needs;
+  :mod:`ipsp.streaming.locality` which executor fetched which camera's shards;
 - :mod:`ipsp.streaming.cli`: ``ipsp stream``.
 """

@@ -36,8 +36,6 @@ epoch (``<checkpoint>/ipsp/epoch``) names the progress documents.
 from __future__ import annotations
 
 import logging
-import os
-import re
 import signal
 import tempfile
 import threading
@@ -57,6 +55,15 @@ from ipsp.mongo import DEFAULT_RETRY_SECONDS
 from ipsp.rollups.write import write_serving
 from ipsp.streaming import locality
 from ipsp.streaming.control import GracefulStop, StopRequest, wait
+from ipsp.streaming.master import (
+    TASK_MAX_FAILURES,
+    cluster_conf,
+    local_checkpoint_conf,
+    offsets_for,
+    round_robin,
+    task_slots,
+    with_local_retries,
+)
 from ipsp.streaming.preflight import check_topic, load_model, open_sink
 from ipsp.streaming.progress import elapsed_ms, latency_stats
 from ipsp.streaming.sinks import MongoSink
@@ -451,61 +458,6 @@ def spark_conf(settings: Settings, options: StreamOptions, checkpoint: str = "")
     return conf | local_checkpoint_conf(checkpoint)
 
 
-def local_checkpoint_conf(checkpoint: str) -> dict[str, str]:
-    """A checkpoint on a local disk written without starting processes.
-
-    Without Hadoop's native library its local file system runs ``chmod`` for
-    every file it creates, and ``FileContext`` renames run ``readlink`` for every
-    status: about 15 processes per micro-batch from the driver JVM (strace),
-    which made Spark's offset and commit log writes 65-105 ms each. The
-    ``FileSystem``-based manager renames with ``File.renameTo`` (atomic on one
-    disk), and the raw local file system writes no ``.crc`` side files; the two
-    writes then take 7-19 ms (``bench-batch``). S3 checkpoints keep Spark's default.
-    """
-    if urlparse(checkpoint).scheme != "file":
-        return {}
-    return {
-        "spark.sql.streaming.checkpointFileManagerClass":
-            "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager",
-        "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
-    }  # fmt: skip
-
-
-def cluster_conf(settings: Settings) -> dict[str, str]:
-    """On a cluster with ``spark_cores_max``: take that many cores and wait until they all registered.
-
-    Executors register a few seconds after the session starts; the warm-up counts
-    the task slots and loads the model in every executor's Python worker, so it
-    must not run before they are all there (Spark waits at most the given time).
-    """
-    if settings.spark_master.strip().startswith("local") or not settings.spark_cores_max:
-        return {}
-    return {
-        "spark.cores.max": str(settings.spark_cores_max),
-        "spark.scheduler.minRegisteredResourcesRatio": "1.0",
-        "spark.scheduler.maxRegisteredResourcesWaitingTime": "120s",
-    }
-
-
-#: attempts of one task before its batch fails (a local master needs it in the master URL too)
-TASK_MAX_FAILURES = 4
-
-
-def round_robin(master: str) -> bool:
-    """Whether batches are spread round-robin over the slots: only on a local master (one process)."""
-    return master.strip().startswith("local")
-
-
-def with_local_retries(master: str) -> str:
-    """A ``local[N]`` master retries failed tasks only when it says so: ``local[N,F]``."""
-    match = re.fullmatch(r"local\[(\d+|\*)\]", master.strip())
-    if match:
-        return f"local[{match.group(1)},{TASK_MAX_FAILURES}]"
-    if master.strip() == "local":
-        return f"local[1,{TASK_MAX_FAILURES}]"
-    return master
-
-
 def run_stream(
     settings: Settings,
     options: StreamOptions,
@@ -584,19 +536,3 @@ def warm_up(spark: Any, ctx: JobContext) -> tuple[int, float]:
     frame_s = max(row.frame_s for row in rows)
     log.info("%d Python worker(s) ready with the model in %.1fs", len(pids), time.perf_counter() - started)
     return slots, frame_s
-
-
-def offsets_for(batch_seconds: float, slots: int, frame_s: float) -> int:
-    """Kafka records per micro-batch for ``batch_seconds`` of work on ``slots`` (at least one per slot)."""
-    per_second = slots / max(frame_s, 1e-3)
-    return max(slots, int(batch_seconds * per_second))
-
-
-def task_slots(master: str, default_parallelism: int) -> int:
-    """Tasks that run at once: N of ``local[N]`` (or the cores for ``local[*]``), else Spark's parallelism."""
-    match = re.fullmatch(r"local\[(\d+|\*)(?:,\d+)?\]", master.strip())
-    if match:
-        return os.cpu_count() or 1 if match.group(1) == "*" else max(1, int(match.group(1)))
-    if master.strip() == "local":
-        return 1
-    return max(1, default_parallelism)
