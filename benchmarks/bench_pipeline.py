@@ -32,7 +32,11 @@ alternate the parties, each round in this order:
    (goal >= 0.9). ``ratio_after_first_batch`` compares the two rates after each
    run's first batch, which holds what a fresh executor pays once (its JVM
    compiling the query's code, its first Kafka and S3 connections): start-up
-   apart from distribution. ``--cluster none`` leaves the party out.
+   apart from distribution. ``executor_balance`` says how evenly the executors
+   shared the work (:func:`ipsp.streaming.locality.balance`): a Kafka partition
+   stays on its executor and a camera on its partition, both by hash, so the
+   feed's 20 cameras split unevenly and the cluster cannot beat that share.
+   ``--cluster none`` leaves the party out.
 
 ``efficiency`` = the median over the rounds of pipeline_fps / detector_fps
 (goal >= 0.9), and ``efficiency_after_first_batch`` the same after each run's
@@ -376,6 +380,7 @@ def on_cluster(settings: Settings, uri: str, tag: str, shape: str) -> dict[str, 
 
     from ipsp.localstack import spark as cluster
     from ipsp.localstack.layout import StackLayout
+    from ipsp.streaming import locality
 
     workers, cores = CLUSTERS[shape]
     say(f"cluster {shape}: {workers} worker(s) x {cores} core(s)")
@@ -396,6 +401,7 @@ def on_cluster(settings: Settings, uri: str, tag: str, shape: str) -> dict[str, 
     full["pipeline_fps"] = round(fps_of(report.progress), 3)
     full["pipeline_fps_after_first_batch"] = round(fps_of(report.progress, skip_first=True), 3)
     full["cpu_s_per_frame"] = per_frame(full["cpu"], report.rows)
+    full["executor_balance"] = round(locality.balance(report.batch_caches), 3)
     return full
 
 
@@ -528,7 +534,10 @@ def one_round(settings: Settings, uri: str, refs: list[tuple[str, str]], rows: l
     for shape, row in clusters.items():
         row["ratio"] = round(row["pipeline_fps"] / max(pipeline_fps, 1e-9), 3)
         row["ratio_after_first_batch"] = round(row["pipeline_fps_after_first_batch"] / max(steady_fps, 1e-9), 3)
-        say(f"cluster {shape}: {row['pipeline_fps']:.2f} frames/s -> ratio {row['ratio']:.3f} to one process")
+        say(
+            f"cluster {shape}: {row['pipeline_fps']:.2f} frames/s -> ratio {row['ratio']:.3f} to one process, "
+            f"executor balance {row['executor_balance']:.3f}"
+        )
     return {
         "pipeline_fps": round(pipeline_fps, 3),
         "baseline_pipeline_fps": round(base_fps, 3),
@@ -639,13 +648,16 @@ def main(argv: list[str] | None = None) -> None:
                 ),
                 "ratio_after_first_batch_runs": [r["cluster"][shape]["ratio_after_first_batch"] for r in rounds],
                 "cpu_s_per_frame": statistics.median(r["cluster"][shape]["cpu_s_per_frame"] for r in rounds),
+                "executor_balance": statistics.median(r["cluster"][shape]["executor_balance"] for r in rounds),
+                "executor_balance_runs": [r["cluster"][shape]["executor_balance"] for r in rounds],
                 "shard_caches": last["cluster"][shape]["shard_caches"],
             }
             for shape in shapes
         },
         "cluster_definition": "pipeline_fps on a loopback standalone cluster (workers x cores, same CPU set) / "
         "the single-process pipeline_fps of the same round; median of the rounds (ratio_after_first_batch: "
-        "both rates after each run's first batch, which holds the executors' start-up)",
+        "both rates after each run's first batch, which holds the executors' start-up); executor_balance: "
+        "the mean executor's busy time over the busiest's, summed over the batches (1.0 = an even share)",
         "seed_style_fps": median("seed_style_fps"),
         "seed_style_speedup": median("seed_style_speedup"),
         "seed_style_speedup_runs": [r["seed_style_speedup"] for r in rounds],

@@ -230,8 +230,24 @@ def test_shard_fetches_are_folded_per_cache() -> None:
     )
     figures = locality.as_json(totals)["b:/c"]
     assert figures == {"tasks": 1, "shards_fetched": 1, "fetched_bytes": 10, "hits": 0, "cache_bytes": 10,
-                       "cameras_fetched": ["cam_02"]}  # fmt: skip
+                       "cameras_fetched": ["cam_02"], "busy_s": 0.0}  # fmt: skip
     assert lines[1].endswith("cameras fetched: cam_02") and "b:/c fetched 1 (0.0 MB)" in locality.batch_line(totals)
     # a results file names the caches without the machine's paths
     named = locality.as_json({"w:/srv/ipsp/stack/cache-0": totals["a:/c"], "b:/c": totals["b:/c"]}, Path("/srv/ipsp"))
     assert set(named) == {"w:stack/cache-0", "b:/c"}
+
+
+def test_balance_says_how_evenly_the_machines_shared_each_batch() -> None:
+    from ipsp.streaming import locality
+    from ipsp.streaming.task.outcome import TaskReport
+
+    def batch(*tasks: tuple[str, float]) -> dict[str, locality.CacheUse]:
+        return locality.fold([TaskReport(cache=cache, task_ms=ms) for cache, ms in tasks], {})
+
+    # two machines, 12 and 8 cameras' work: the batch lasts as long as the busier one
+    assert locality.balance([batch(("a", 1200.0), ("b", 800.0))]) == pytest.approx(1000 / 1200)
+    # summed over batches: an even batch, then one b sat out: 2000 ms of work took 1500 ms where 1000 would do
+    assert locality.balance([batch(("a", 500.0), ("b", 500.0)), batch(("a", 1000.0))]) == pytest.approx(1000 / 1500)
+    # tasks on one machine add up; one machine alone is always even
+    assert locality.balance([batch(("a", 300.0), ("a", 300.0), ("b", 600.0))]) == pytest.approx(1.0)
+    assert locality.balance([batch(("a", 900.0))]) == 1.0 and locality.balance([]) == 1.0

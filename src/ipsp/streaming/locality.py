@@ -26,6 +26,7 @@ class CacheUse:
     fetched_bytes: int = 0
     hits: int = 0
     cache_bytes: int = 0  # as the latest task through it saw it
+    busy_ms: float = 0.0  # its tasks' time, summed: how much of the work its machine did
 
     @property
     def cameras(self) -> list[str]:
@@ -52,7 +53,23 @@ def fold(tasks: Iterable[TaskReport], into: dict[str, CacheUse]) -> dict[str, Ca
             use.fetched_bytes += task.fetched_bytes
             use.hits += task.cache_hits
             use.cache_bytes = task.cache_bytes
+            use.busy_ms += task.task_ms
     return batch
+
+
+def balance(batches: list[dict[str, CacheUse]]) -> float:
+    """How evenly the machines shared the batches: the mean machine's busy time over the busiest's.
+
+    Summed over the batches, since a batch ends with its busiest machine: 1.0 is
+    an even share, 0.5 one of two machines doing all. Kafka partitions stay on
+    their executor (by hash), and cameras on their partition (by hash), so a
+    few cameras over few partitions seldom split evenly.
+    """
+    machines = {cache for batch in batches for cache in batch}
+    busiest = sum(max((use.busy_ms for use in batch.values()), default=0.0) for batch in batches)
+    if len(machines) < 2 or busiest <= 0:
+        return 1.0
+    return sum(use.busy_ms for batch in batches for use in batch.values()) / len(machines) / busiest
 
 
 def batch_line(uses: dict[str, CacheUse]) -> str:
@@ -97,4 +114,5 @@ def figures(use: CacheUse) -> dict[str, object]:
         "hits": use.hits,
         "cache_bytes": use.cache_bytes,
         "cameras_fetched": use.cameras,
+        "busy_s": round(use.busy_ms / 1000, 2),
     }
