@@ -13,6 +13,12 @@ driver's own writes (scheduling, task start, commit), and ``driver(windows)`` =
 ``driver_fixed + ms_per_window x windows``: the driver folds and writes every
 window a batch touches, one after the other, while the executors wait. The
 stream keeps up when the batch time stays below ``utilisation`` x T.
+
+That holds when the frames spread evenly over the cores. On a cluster they do
+not: a batch runs one single-thread task per Kafka partition, and Kafka puts a
+camera on a partition by its key's hash, so the busiest partition holds more
+cameras than the mean and its task ends the batch. :func:`heaviest_partition`
+says how many, and the ``hashed`` figures size for it.
 """
 
 from __future__ import annotations
@@ -84,6 +90,9 @@ class Needs:
     executor_busy_s_per_batch: float  # time a batch leaves the executors for frames
     executor_cores: int  # 0: no core count keeps up at this trigger (the driver alone takes too long)
     executors: int
+    # the same with cameras hashed to partitions, a partition per core: the busiest partition ends each batch
+    executor_cores_hashed: int  # 0: none up to HASHED_SEARCH x the cameras keeps up
+    heaviest_partition_cameras: int  # on the busiest of the executor_cores_hashed (else executor_cores) partitions
     gpus: int  # 0 where no GPU figure was measured
     batch_s: float  # batch time with that many cores
     latency_p95_s: float  # about: a frame waits up to one trigger, then its batch
@@ -118,6 +127,40 @@ SERVING_PER_CAMERA = 3
 SERVING_PER_BATCH = 2
 
 
+def heaviest_partition(cameras: int, partitions: int) -> int:
+    """Cameras on the busiest of ``partitions`` when each camera's key hashes to one of them.
+
+    Kafka's key hash spreads cameras like independent uniform draws: a partition
+    holds Binomial(cameras, 1/partitions) of them. Returns the median of the
+    busiest partition's count: the smallest k with P(every partition <= k) >= 1/2.
+    """
+    if partitions <= 1 or cameras <= 0:
+        return max(cameras, 0)
+    p = 1 / partitions
+    log_p, log_q = math.log(p), math.log1p(-p)
+    below = 0.0  # P(one partition holds <= k cameras)
+    for k in range(cameras + 1):
+        log_pmf = math.lgamma(cameras + 1) - math.lgamma(k + 1) - math.lgamma(cameras - k + 1)
+        below += math.exp(log_pmf + k * log_p + (cameras - k) * log_q)
+        if below > 0 and partitions * math.log(min(below, 1.0)) >= math.log(0.5):
+            return k
+    return cameras
+
+
+#: how far past the even-spread core count the hashed search goes, in cameras
+HASHED_SEARCH = 20
+
+
+def hashed_cores(cameras: int, camera_s: float, busy_s: float, start: int) -> int:
+    """Partitions (a core each) from ``start`` up whose busiest one's ``camera_s`` per camera fits ``busy_s``."""
+    if busy_s <= 0 or start <= 0:
+        return 0
+    for partitions in range(start, HASHED_SEARCH * cameras + 1):
+        if heaviest_partition(cameras, partitions) * camera_s <= busy_s:
+            return partitions
+    return 0
+
+
 def needs(m: Measured, load: Load) -> Needs:
     """What ``load`` needs according to ``m``."""
     rate = load.cameras * load.fps
@@ -130,6 +173,8 @@ def needs(m: Measured, load: Load) -> Needs:
     busy = load.utilisation * trigger - m.spark_fixed_s - driver
     cores = math.ceil(batch * m.slot_s_per_frame / busy) if busy > 0 else 0
     executors = math.ceil(cores / load.executor_cores) if cores else 0
+    # one camera's frames of a batch take this long on one core; a partition's task runs them one after another
+    hashed = hashed_cores(load.cameras, load.fps * trigger * m.slot_s_per_frame, busy, cores)
     gpus = math.ceil(rate / (m.gpu_frames_per_s * load.utilisation)) if m.gpu_frames_per_s > 0 else 0
     batch_s = m.spark_fixed_s + driver + (batch * m.slot_s_per_frame / cores if cores else math.inf)
     kafka_mb_s = rate * m.message_bytes / 1e6
@@ -160,6 +205,8 @@ def needs(m: Measured, load: Load) -> Needs:
         executor_busy_s_per_batch=max(busy, 0.0),
         executor_cores=cores,
         executors=executors,
+        executor_cores_hashed=hashed,
+        heaviest_partition_cameras=heaviest_partition(load.cameras, hashed or partitions),
         gpus=gpus,
         batch_s=batch_s,
         latency_p95_s=trigger + batch_s,

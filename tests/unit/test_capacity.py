@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ipsp.capacity import GIB, Load, Measured, fit_line, measured_from, needs
+from ipsp.capacity import GIB, Load, Measured, fit_line, heaviest_partition, measured_from, needs
 from ipsp.cli import app
 
 
@@ -76,6 +76,41 @@ def test_more_fixed_cost_needs_more_cores_and_too_much_needs_a_longer_trigger() 
 def test_gpus_from_a_measured_rate() -> None:
     out = needs(Measured(**{**vars(MEASURED), "gpu_frames_per_s": 350.0}), Load(cameras=1000, utilisation=0.7))
     assert out.gpus == 5  # 1000 / (350 x 0.7) = 4.08
+
+
+@pytest.mark.parametrize(("cameras", "partitions"), [(20, 4), (200, 40), (200, 400), (60, 6)])
+def test_heaviest_partition_is_the_median_busiest_of_random_spreads(cameras: int, partitions: int) -> None:
+    import random
+    import statistics
+
+    rng = random.Random(7)
+    busiest = []
+    for _ in range(801):
+        counts = [0] * partitions
+        for _camera in range(cameras):
+            counts[rng.randrange(partitions)] += 1
+        busiest.append(max(counts))
+    # the formula treats partitions as independent; drawn spreads agree within one camera
+    assert abs(heaviest_partition(cameras, partitions) - statistics.median(busiest)) <= 1
+
+
+def test_heaviest_partition_at_the_ends() -> None:
+    assert heaviest_partition(20, 1) == 20 and heaviest_partition(0, 8) == 0
+    assert heaviest_partition(3, 100_000) == 1  # three cameras on 100,000 partitions hardly ever share one
+    assert heaviest_partition(1000, 16) > 1000 / 16  # the busiest holds more than the mean
+
+
+def test_hashed_cameras_need_more_cores_than_an_even_spread() -> None:
+    load = Load(cameras=1000, fps=1.0, trigger_seconds=10.0)
+    out = needs(MEASURED, load)
+    assert out.executor_cores > 0 and out.executor_cores_hashed > out.executor_cores
+    # the busiest partition's cameras fit what a batch leaves one core, and one partition fewer would not
+    camera_s = load.fps * load.trigger_seconds * MEASURED.slot_s_per_frame
+    assert out.heaviest_partition_cameras * camera_s <= out.executor_busy_s_per_batch
+    assert heaviest_partition(1000, out.executor_cores_hashed - 1) * camera_s > out.executor_busy_s_per_batch
+    # when one camera's frames do not fit what a batch leaves a core, no partition count helps
+    slow = needs(Measured(**{**vars(MEASURED), "slot_s_per_frame": 0.5}), Load(cameras=1000, trigger_seconds=2.0))
+    assert slow.executor_cores > 0 and slow.executor_cores_hashed == 0
 
 
 def write_results(folder: Path) -> None:
