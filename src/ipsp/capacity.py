@@ -152,13 +152,26 @@ HASHED_SEARCH = 20
 
 
 def hashed_cores(cameras: int, camera_s: float, busy_s: float, start: int) -> int:
-    """Partitions (a core each) from ``start`` up whose busiest one's ``camera_s`` per camera fits ``busy_s``."""
-    if busy_s <= 0 or start <= 0:
+    """The fewest partitions (a core each) from ``start`` up whose busiest one's cameras fit ``busy_s``.
+
+    ``camera_s`` is one camera's share of a batch on one core. The busiest count
+    falls as partitions are added, so a bisection finds the edge; 0 where even
+    ``HASHED_SEARCH`` x the cameras do not fit.
+    """
+
+    def fits(partitions: int) -> bool:
+        return heaviest_partition(cameras, partitions) * camera_s <= busy_s
+
+    low, high = start, HASHED_SEARCH * cameras
+    if busy_s <= 0 or start <= 0 or low > high or not fits(high):
         return 0
-    for partitions in range(start, HASHED_SEARCH * cameras + 1):
-        if heaviest_partition(cameras, partitions) * camera_s <= busy_s:
-            return partitions
-    return 0
+    while low < high:
+        middle = (low + high) // 2
+        if fits(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def needs(m: Measured, load: Load) -> Needs:

@@ -41,21 +41,20 @@ def capacity(
     if as_json:
         typer.echo(json.dumps({"load": vars(load), "measured": vars(measured), "needs": out.as_dict()}, indent=2))
         return
-    cores = f"{out.executor_cores} ({out.executors} executor(s) of {executor_cores})" if out.executor_cores else (
-        "none keeps up: the driver's per-batch work exceeds the interval; raise --trigger-seconds"
-    )  # fmt: skip
-    hashed = (
-        f"{out.executor_cores_hashed} with cameras hashed to a partition per core (the busiest holds "
-        f"{out.heaviest_partition_cameras} of {cameras})"
-        if out.executor_cores_hashed
-        else f"none keeps up with cameras hashed to a partition per core (up to {HASHED_SEARCH * cameras})"
-    )
+    if out.executor_cores:
+        hashed = (
+            f"{out.executor_cores_hashed} with cameras hashed to a partition per core (the busiest holds "
+            f"{out.heaviest_partition_cameras} of {cameras})"
+            if out.executor_cores_hashed
+            else f"none keeps up with cameras hashed to a partition per core (up to {HASHED_SEARCH * cameras})"
+        )
+        cores = f"{out.executor_cores} ({out.executors} executor(s) of {executor_cores}) spread evenly; {hashed}"
+    else:
+        cores = "none keeps up: the driver's per-batch work exceeds the interval; raise --trigger-seconds"
     lines = [
         f"{cameras} camera(s) x {fps:g} frame/s = {out.frames_per_s:g} frames/s; batches of {trigger_seconds:g} s "
         f"= {out.frames_per_batch:.0f} frames, {out.windows_per_batch:.0f} windows",
-        f"executor cores        {cores} spread evenly; {hashed}"
-        if out.executor_cores
-        else f"executor cores        {cores}",
+        f"executor cores        {cores}",
         f"GPUs                  {out.gpus if out.gpus else 'not measured (pass --gpu-fps)'}",
         f"driver per batch      {out.driver_s_per_batch:.2f} s of {trigger_seconds:g} s; batch {out.batch_s:.2f} s; "
         f"latency p95 about {out.latency_p95_s:.1f} s",
